@@ -52,6 +52,10 @@ class Mixer(nn.Module):
         """Longest sequence the mixer accepts (a positional table's size), None if unbounded."""
         return None
 
+    def forward_flops(self, batch: int, seq_len: int) -> float:
+        """Analytic FLOPs of one forward pass of this mixer (multiply-add = 2 FLOPs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no FLOP formula")
+
     def no_weight_decay(self) -> set[str]:
         """Names of parameters (relative to the mixer) excluded from weight decay."""
         return set()
