@@ -1,0 +1,1 @@
+"""Subcommands of the ``seqbench`` CLI, one module each (see ``seqbench.cli.COMMANDS``)."""

@@ -1,0 +1,220 @@
+"""The mixer contract and the one backbone every architecture shares.
+
+A *mixer* maps ``(B, L, D) -> (B, L, D)`` and is the only thing that differs between
+architectures. The :class:`Backbone` wraps any mixer the same way::
+
+    tokens -> embedding  |  channels -> linear projection        (B, L, D)
+    N x [norm -> mixer -> residual (-> norm -> MLP -> residual)]  (B, L, D)
+    norm -> head (per position, or pooled: last or mean position)
+
+so parameter counts, norms and heads are identical across RNNs, attention and SSMs.
+Optional streaming interface on a mixer: ``init_state(batch, device, dtype)``,
+``step(x_t, state) -> (y_t, state)`` with ``x_t`` of shape ``(B, D)``, and ``state_size(L)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from seqbench.errors import SpecError
+
+
+class Mixer(nn.Module):
+    """Base class of sequence mixers: ``(B, L, D) -> (B, L, D)``, causal unless stated."""
+
+    Config: ClassVar[type]  # dataclass with every mixer-specific default, once
+    requires: ClassVar[tuple[str, ...]] = ()  # backends it needs, e.g. ("mamba_ssm",)
+    supports_step: ClassVar[bool] = False  # has init_state/step for streaming inference
+
+    def __init__(self, d_model: int, config: Any) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.config = config
+        self.kernel_path = "unknown"  # which kernel ran in the last forward
+
+    @classmethod
+    def unavailable_reason(cls, config: Any, device: torch.device) -> str | None:
+        """None when this mixer can run on ``device``, else why not (e.g. an import error)."""
+        return None
+
+    @classmethod
+    def d_model_multiple(cls, config: Any) -> int:
+        """d_model must be a multiple of this (e.g. 2 x heads for rotary attention)."""
+        return 1
+
+    @classmethod
+    def max_seq_len(cls, config: Any) -> int | None:
+        """Longest sequence the mixer accepts (a positional table's size), None if unbounded."""
+        return None
+
+    def forward_flops(self, batch: int, seq_len: int) -> float:
+        """Analytic FLOPs of one forward pass of this mixer (multiply-add = 2 FLOPs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no FLOP formula")
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters (relative to the mixer) excluded from weight decay."""
+        return set()
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no recurrent step mode")
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError(f"{type(self).__name__} has no recurrent step mode")
+
+    def state_size(self, seq_len: int, batch: int = 1, bytes_per_element: int = 4) -> int:
+        """Bytes of streaming state after ``seq_len`` tokens (constant for RNNs/SSMs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no recurrent step mode")
+
+
+def state_nbytes(state: Any) -> int:
+    """Bytes held by the tensors of a (nested) streaming state."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_nbytes(v) for v in state)
+    return 0
+
+
+def make_config(config_cls: type, params: dict[str, Any], *, field_prefix: str = "model") -> Any:
+    """Build a config dataclass from user params, refusing unknown keys with a clear error."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    for key in params:
+        if key not in names:
+            raise SpecError(f"{field_prefix}.{key}", key, f"allowed keys: {', '.join(sorted(names))}")
+    try:
+        return config_cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(field_prefix, params, str(exc)) from None
+
+
+@dataclass
+class BackboneConfig:
+    d_model: int = 64
+    n_layers: int = 1
+    mlp_ratio: float = 2.0  # hidden width of the MLP after each mixer, x d_model; 0 disables it
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    dropout: float = 0.0  # residual dropout (attention dropout is the mixer's own setting)
+    pooling: Literal["last", "mean"] = "last"  # pooled heads: last position suits causal mixers
+
+    def __post_init__(self) -> None:
+        if self.d_model < 1 or self.n_layers < 1:
+            raise ValueError("d_model and n_layers must be positive")
+        if self.mlp_ratio < 0 or not 0 <= self.dropout < 1:
+            raise ValueError("mlp_ratio must be >= 0 and dropout in [0, 1)")
+        if self.norm not in ("layernorm", "rmsnorm") or self.pooling not in ("last", "mean"):
+            raise ValueError("norm must be layernorm|rmsnorm and pooling last|mean")
+
+
+BACKBONE_KEYS = frozenset(f.name for f in dataclasses.fields(BackboneConfig))
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """What the backbone reads and writes; comes from the task."""
+
+    input_kind: Literal["tokens", "channels"]
+    input_dim: int  # vocabulary size, or number of real-valued channels
+    output_dim: int  # classes, or regression targets
+    per_position: bool  # one output per position, or one pooled output per sequence
+
+
+def _norm(kind: str, d: int) -> nn.Module:
+    return nn.RMSNorm(d) if kind == "rmsnorm" else nn.LayerNorm(d)
+
+
+class Block(nn.Module):
+    def __init__(self, mixer: Mixer, cfg: BackboneConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.norm = _norm(cfg.norm, d)
+        self.mixer = mixer
+        self.drop = nn.Dropout(cfg.dropout)
+        hidden = int(round(cfg.mlp_ratio * d))
+        self.mlp: nn.Module | None = None
+        if hidden > 0:
+            self.mlp_norm = _norm(cfg.norm, d)
+            self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        x = x + self.drop(self.mixer(self.norm(x)))
+        if self.mlp is not None:
+            x = x + self.drop(self.mlp(self.mlp_norm(x)))
+        return x
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:  # (B, D)
+        y_t, state = self.mixer.step(self.norm(x_t), state)
+        x_t = x_t + y_t
+        if self.mlp is not None:
+            x_t = x_t + self.mlp(self.mlp_norm(x_t))
+        return x_t, state
+
+
+class Backbone(nn.Module):
+    """Embedding/projection -> N mixer blocks -> norm -> head, shared by every architecture."""
+
+    def __init__(self, mixer_cls: type[Mixer], mixer_cfg: Any, cfg: BackboneConfig, io: IOSpec):
+        super().__init__()
+        self.cfg, self.io = cfg, io
+        d = cfg.d_model
+        if d % mixer_cls.d_model_multiple(mixer_cfg):
+            raise ValueError(f"d_model={d} must be a multiple of "
+                             f"{mixer_cls.d_model_multiple(mixer_cfg)} for {mixer_cls.__name__}")
+        if io.input_kind == "tokens":
+            self.embed: nn.Module = nn.Embedding(io.input_dim, d)
+        else:
+            self.embed = nn.Linear(io.input_dim, d)
+        self.blocks = nn.ModuleList(Block(mixer_cls(d, mixer_cfg), cfg) for _ in range(cfg.n_layers))
+        self.norm_f = _norm(cfg.norm, d)
+        self.head = nn.Linear(d, io.output_dim)
+
+    @property
+    def kernel_path(self) -> str:
+        paths = {b.mixer.kernel_path for b in self.blocks}
+        return paths.pop() if len(paths) == 1 else "+".join(sorted(paths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, L) int64 tokens, or (B, L, C) real channels
+        h = self.embed(x)  # (B, L, D)
+        for block in self.blocks:
+            h = block(h)
+        h = self.norm_f(h)
+        if not self.io.per_position:
+            h = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)  # (B, D)
+        return self.head(h)  # (B, L, out) or (B, out)
+
+    # --- streaming inference: one token at a time through every block --------------------
+    @property
+    def supports_step(self) -> bool:
+        return all(b.mixer.supports_step for b in self.blocks)
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Any]:
+        return [b.mixer.init_state(batch, device, dtype) for b in self.blocks]
+
+    def step(self, x_t: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
+        # x_t: (B,) tokens or (B, C) channels -> per-position output (B, out)
+        h = self.embed(x_t)  # (B, D)
+        new_state = []
+        for block, s in zip(self.blocks, state, strict=True):
+            h, s = block.step(h, s)
+            new_state.append(s)
+        return self.head(self.norm_f(h)), new_state
+
+    def state_size(self, seq_len: int, batch: int = 1, bytes_per_element: int = 4) -> int:
+        return sum(b.mixer.state_size(seq_len, batch, bytes_per_element) for b in self.blocks)
+
+    def no_weight_decay(self) -> set[str]:
+        names = set()
+        for i, block in enumerate(self.blocks):
+            names |= {f"blocks.{i}.mixer.{n}" for n in block.mixer.no_weight_decay()}
+        return names
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""The YAML specs users run; shipped inside the package as ``seqbench.specs``."""

@@ -1,0 +1,1 @@
+"""Benchmark scripts that compare seqbench code paths side by side (python -m seqbench.bench.X)."""

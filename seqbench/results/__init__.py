@@ -1,0 +1,1 @@
+"""Reading, aggregating, plotting and reporting seqbench results."""
