@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from seqbench.errors import SpecError
 from seqbench.models.base import IOSpec
 
 IGNORE = -100  # label of positions that are not scored
@@ -75,6 +76,17 @@ class Task:
     def __init__(self, seq_len: int, **params: Any) -> None:
         self.seq_len = seq_len
         self.params = params
+
+    @classmethod
+    def check(cls, seq_len: int, params: dict[str, Any]) -> None:
+        """Validate a (seq_len, params) pair in the driver before any job starts.
+
+        Raise :class:`~seqbench.errors.SpecError` for bad input (a length the task cannot take,
+        a missing or corrupt data file), so the CLI exits 2 before anything is recorded.
+        Cheap: it must not load a whole dataset.
+        """
+        if seq_len < 1:
+            raise SpecError("seq_len", seq_len, "must be a positive integer")
 
     # --- data ---------------------------------------------------------------------------
     def sample(self, gen: torch.Generator, batch_size: int, device: torch.device):
