@@ -74,6 +74,20 @@ FIELDS: tuple[Field, ...] = (
     Field("baseline_rss_bytes", "int", "bytes", "peak RSS of an idle worker with the same imports"),
     Field("mem_method", "str", "", "how peak_mem_bytes was measured"),
     Field("timing_method", "str", "", "perf_counter, or cuda-synchronize"),
+    # scaling runs (kind "scale")
+    Field("batch_policy", "str", "", "fixed-batch or fixed-tokens (batch x length constant)"),
+    Field("flops_per_train_step", "float", "FLOP", "analytic FLOPs of one training step"),
+    Field("train_flops_per_s", "float", "FLOP/s", "flops_per_train_step / median step time"),
+    Field("peak_flops_per_s", "float", "FLOP/s", "the device's measured matmul peak"),
+    Field("flops_utilization", "float", "", "train_flops_per_s / peak_flops_per_s"),
+    Field("mem_cap_bytes", "int", "bytes", "per-worker memory cap on CPU (0 = none)"),
+    # streaming inference (kind "stream"): one row per context position
+    Field("context_len", "int", "tokens", "tokens already in the stream when measured"),
+    Field("stream_step_s_median", "float", "s", "median latency of one streaming step"),
+    Field("stream_step_s_p20", "float", "s", "20th percentile streaming step latency"),
+    Field("stream_step_s_p80", "float", "s", "80th percentile streaming step latency"),
+    Field("stream_tokens_per_s", "float", "tokens/s", "batch / median streaming step time"),
+    Field("state_bytes", "int", "bytes", "bytes of recurrent state or KV cache at context_len"),
     Field("wall_s", "float", "s", "wall time of the job's worker, start to exit", True),
     # provenance
     Field("git_sha", "str", "", "commit of the seqbench checkout ('' if not a git checkout)", True),
