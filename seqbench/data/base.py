@@ -88,6 +88,11 @@ class Task:
         if seq_len < 1:
             raise SpecError("seq_len", seq_len, "must be a positive integer")
 
+    @classmethod
+    def input_len(cls, seq_len: int, params: dict[str, Any]) -> int:
+        """Length of the model's input for this length parameter (copy memory: T + 20)."""
+        return seq_len
+
     # --- data ---------------------------------------------------------------------------
     def sample(self, gen: torch.Generator, batch_size: int, device: torch.device):
         """One batch ``(x, y)`` drawn with ``gen`` on ``device`` (synthetic tasks)."""

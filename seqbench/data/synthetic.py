@@ -29,12 +29,16 @@ class CopyMemory(Task):
 
     version = 1
 
+    @classmethod
+    def input_len(cls, seq_len: int, params: dict) -> int:
+        return seq_len + 2 * N_SYMBOLS
+
     def __init__(self, seq_len: int) -> None:
         super().__init__(seq_len)
         T = seq_len
         self.info = TaskInfo(
             input_kind="tokens", input_dim=10, output_kind="classes", output_dim=10,
-            per_position=True, input_len=T + 2 * N_SYMBOLS,
+            per_position=True, input_len=self.input_len(T, {}),
             metrics=(Metric("loss", False, "nats"), Metric("accuracy", True)),
             primary_metric="accuracy",
             baselines={"loss": N_SYMBOLS * math.log(8) / (T + 2 * N_SYMBOLS), "accuracy": 1 / 8},

@@ -1,0 +1,130 @@
+"""``seqbench run [SPEC]``: validate a spec, run its sweep, record rows, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from seqbench.errors import SpecError
+from seqbench.executor import LocalExecutor
+from seqbench.provenance import code_provenance
+from seqbench.spec import expand, job_id, load_suite, spec_hash
+from seqbench.store import ResultStore
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", default=None,
+                   help="a spec file, or the name of a shipped spec (default: quick)")
+    p.add_argument("-o", "--out", default=None,
+                   help="results directory (default: results/<suite name>)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="jobs run at once (default 1: parallel jobs disturb each other's timings)")
+    p.add_argument("--retry", action="store_true",
+                   help="rerun jobs whose recorded status is not ok")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the report (figures, tables) written after the sweep")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise SpecError("--workers", args.workers, "must be a positive integer")
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    check_args(args)
+    suite, path = load_suite(args.spec)
+    jobs = expand(suite, str(path))
+    out = Path(args.out) if args.out else Path("results") / suite.name
+    if args.dry_run:
+        for job in jobs:
+            console.print(f"{job_id(job)}  {job['task']['name']} L={job['task']['seq_len']} "
+                          f"{job['model']['name']} seed={job['seed']}")
+        console.print(f"{len(jobs)} jobs")
+        return 0
+    store = ResultStore(out)
+    s_hash = spec_hash(suite)
+    store.open_for(suite.name, s_hash, suite.model_dump(mode="json"))
+    finished = store.finished()
+    todo = [j for j in jobs if job_id(j) not in finished
+            or (args.retry and finished[job_id(j)] != "ok")]
+    skipped = len(jobs) - len(todo)
+    context: dict[str, Any] = {"suite": suite.name, "spec_hash": s_hash, **code_provenance()}
+    console.print(f"seqbench: suite [bold]{suite.name}[/] ({path}), {len(jobs)} jobs, "
+                  f"{skipped} already recorded, {len(todo)} to run -> {out}")
+    started = time.perf_counter()
+    run_with_progress(LocalExecutor(args.workers), todo, context, store, console)
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    print_summary(store, console)
+    if not args.no_report:
+        write_report(out, console)
+    console.print(f"results: {out / 'results.jsonl'} (one file per job in {out / 'jobs'})")
+    return 0
+
+
+def run_with_progress(executor, jobs: list[dict[str, Any]], context: dict[str, Any],
+                      store: ResultStore, console) -> None:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("jobs", total=len(jobs))
+
+        def on_row(row: dict[str, Any]) -> None:
+            store.write(row)
+            progress.advance(bar)
+            status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/]"
+            progress.console.print(f"  {row['task']} L={row['seq_len']} {row['model']} "
+                                   f"seed={row['seed']}: {status} ({row['wall_s']:.1f} s)")
+
+        executor.run(jobs, context, on_row)
+
+
+def print_summary(store: ResultStore, console) -> None:
+    from rich.table import Table
+
+    table = _summary(store.rows())
+    if table.empty:
+        return
+    rich_table = Table(title=f"summary ({store.root})")
+    for column in table.columns:
+        rich_table.add_column(str(column), justify="left" if table[column].dtype == object
+                              else "right")
+    for _, r in table.iterrows():
+        rich_table.add_row(*(str(v) for v in r))
+    console.print(rich_table)
+
+
+def write_report(out: Path, console) -> None:
+    try:
+        from seqbench.results.report import write_report as _write
+    except ImportError:
+        return
+    report_dir = _write(out, out / "report")
+    console.print(f"report: {report_dir}")
+
+
+def _summary(rows: list[dict[str, Any]]):
+    """Model x length: primary metric, train tokens/s, peak memory, status (mean over seeds)."""
+    import pandas as pd
+
+    records = []
+    for r in rows:
+        metric = r.get("primary_metric") or ""
+        records.append({"task": r["task"], "L": r["seq_len"], "model": r["model"],
+                        "metric": metric, "value": r.get(f"metric_{metric}"),
+                        "train tok/s": r.get("train_tokens_per_s"),
+                        "peak MB": (r.get("peak_mem_bytes") or 0) / 2**20, "status": r["status"]})
+    if not records:
+        return pd.DataFrame()
+    df = pd.DataFrame(records)
+    return df.groupby(["task", "L", "model", "metric"], sort=False).agg(
+        value=("value", "mean"), tok_s=("train tok/s", "median"), peak_mb=("peak MB", "max"),
+        status=("status", lambda s: ",".join(sorted(set(s))))).reset_index().round(4)

@@ -1,0 +1,134 @@
+"""Measuring honestly: timed regions, adaptive repeats, peak memory.
+
+Rules (DESIGN.md, "Measuring honestly"):
+- warm up before timing, and keep the first call's time apart instead of hiding it;
+- time many repeats; report the median and 20th/80th percentiles; stop once IQR/median is
+  below a tolerance or the time budget runs out;
+- on CUDA, synchronize around each timed region (kernels are asynchronous), reset the peak
+  memory counters right before the measured phase and read ``max_memory_allocated`` and
+  ``max_memory_reserved`` after it, in bytes;
+- on CPU, peak memory is the worker's peak RSS (``os.wait4`` rusage, in the executor) minus the
+  peak RSS of an idle worker with the same imports.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def is_cuda(device: torch.device | str) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def synchronize(device: torch.device | str) -> None:
+    if is_cuda(device):
+        torch.cuda.synchronize(device)
+
+
+def timing_method(device: torch.device | str) -> str:
+    return "cuda-synchronize+perf_counter" if is_cuda(device) else "perf_counter"
+
+
+@dataclass
+class Samples:
+    """Timed repeats of one region, in seconds; the first (warm-up) call is kept apart."""
+
+    first_s: float = math.nan
+    samples_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.samples_s)) if self.samples_s else math.nan
+
+    def percentile_s(self, q: float) -> float:
+        return float(np.percentile(self.samples_s, q)) if self.samples_s else math.nan
+
+    def spread(self) -> float:
+        """IQR / median: the stopping criterion of adaptive repeats."""
+        if len(self.samples_s) < 2:
+            return math.inf
+        q25, q50, q75 = np.percentile(self.samples_s, [25, 50, 75])
+        return float((q75 - q25) / q50) if q50 > 0 else math.inf
+
+    def fields(self, prefix: str, tokens: int) -> dict[str, Any]:
+        """Row fields: ``<prefix>_step_s_*`` and ``<prefix>_tokens_per_s*`` (tokens per step)."""
+        med, p20, p80 = self.median_s, self.percentile_s(20), self.percentile_s(80)
+        per_s = (lambda s: tokens / s if s and s > 0 and math.isfinite(s) else math.nan)
+        return {
+            f"{prefix}_step_s_median": med,
+            f"{prefix}_step_s_p20": p20,
+            f"{prefix}_step_s_p80": p80,
+            f"{prefix}_step_s_samples": list(self.samples_s),
+            f"{prefix}_tokens_per_s": per_s(med),
+            f"{prefix}_tokens_per_s_p20": per_s(p80),  # slow steps give the low percentile
+            f"{prefix}_tokens_per_s_p80": per_s(p20),
+        }
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, Any]:
+    """Run ``fn`` once and return (seconds, result), synchronizing on CUDA on both sides."""
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return time.perf_counter() - start, out
+
+
+def repeat(fn: Callable[[], Any], device: torch.device | str, *, warmup: int = 1,
+           min_repeats: int = 5, max_repeats: int = 100, budget_s: float = 2.0,
+           iqr_tolerance: float = 0.1) -> Samples:
+    """Adaptive repeats: warm-up calls (the first kept as ``first_s``), then timed calls until
+    the spread is below ``iqr_tolerance`` (after ``min_repeats``), ``max_repeats`` is reached,
+    or ``budget_s`` has been spent on timed calls."""
+    out = Samples()
+    for i in range(max(warmup, 1)):
+        seconds, _ = timed(fn, device)
+        if i == 0:
+            out.first_s = seconds
+    spent = 0.0
+    while len(out.samples_s) < max_repeats:
+        seconds, _ = timed(fn, device)
+        out.samples_s.append(seconds)
+        spent += seconds
+        if len(out.samples_s) >= min_repeats and (
+            out.spread() < iqr_tolerance or spent >= budget_s
+        ):
+            break
+    return out
+
+
+class CudaMemory:
+    """Peak CUDA allocator memory of a measured phase: reset before, read after."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+
+    def __enter__(self) -> CudaMemory:
+        if is_cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def fields(self) -> dict[str, Any]:
+        if not is_cuda(self.device):
+            return {}
+        torch.cuda.synchronize(self.device)
+        return {
+            "peak_mem_bytes": int(torch.cuda.max_memory_allocated(self.device)),
+            "peak_mem_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)),
+            "mem_method": "cuda.max_memory_allocated after reset_peak_memory_stats",
+        }
+
+
+CPU_MEM_METHOD = "peak RSS (wait4 rusage) minus idle-worker baseline"
