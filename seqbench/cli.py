@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("seqbench.commands.run", "run a spec (default: the quick CPU suite)"),
     "list": ("seqbench.commands.list_", "list tasks, models and specs"),
     "env": ("seqbench.commands.env", "show provenance and which kernel backends are importable"),
+    "report": ("seqbench.commands.report", "Markdown/LaTeX/HTML report and figures from results"),
+    "plot": ("seqbench.commands.plot", "one figure: a metric vs length (or any axis), filtered"),
+    "data": ("seqbench.commands.data", "list real datasets, check their files and checksums"),
 }
 
 

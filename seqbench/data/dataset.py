@@ -115,7 +115,12 @@ class ArrayTask(Task):
         check_params(cls, params, cls.name)
         native = cls.expected_len(params)
         if native is not None and seq_len != native:
-            raise SpecError("seq_len", seq_len, f"{cls.name} has length {native}")
+            raise SpecError("seq_len", seq_len, f"{cls.label(params)} has length {native}")
+
+    @classmethod
+    def label(cls, params: dict[str, Any]) -> str:
+        """How errors name this dataset (``ucr`` adds the dataset's name)."""
+        return cls.name
 
     @classmethod
     def expected_len(cls, params: dict[str, Any]) -> int | None:
@@ -184,7 +189,7 @@ class PixelTask(ClassificationTask):
                 else torch.from_numpy(stable_order(length, permutation_seed, "pixels")))
         self.splits = {}
         for name, (x, y) in splits.items():
-            xt = torch.from_numpy(np.ascontiguousarray(x))
+            xt = torch.from_numpy(np.require(x, requirements=["C", "W"]))
             if xt.dim() == 2:
                 xt = xt.unsqueeze(-1)  # (N, L, 1)
             if perm is not None:

@@ -51,6 +51,7 @@ class _DigitsBase(PixelTask):
     180 eval (validation), 1,257 train. Baselines: majority class of the train split.
     """
 
+    manifest_name = "digits"
     version = 1
     native_len = 64
     max_value = 16.0
@@ -133,6 +134,7 @@ class UCR(ClassificationTask):
     """
 
     name = "ucr"
+    manifest_name = "ucr"
     version = 1
 
     def __init__(self, seq_len: int, dataset: str = "GunPoint", split_seed: int = 0,
@@ -186,6 +188,10 @@ class UCR(ClassificationTask):
         return mask
 
     @classmethod
+    def label(cls, params: dict[str, Any]) -> str:
+        return f"ucr {params.get('dataset', 'GunPoint')}"
+
+    @classmethod
     def expected_len(cls, params: dict[str, Any]) -> int:
         dataset = params.get("dataset", "GunPoint")
         if dataset not in UCR_DATASETS:
@@ -231,6 +237,7 @@ class Forecast(ArrayTask):
     """
 
     name = "forecast"
+    manifest_name = "forecast"
     version = 1
 
     def __init__(self, seq_len: int, series: str = "co2", horizon: int = 1) -> None:
@@ -353,6 +360,7 @@ class StdlibText(CharLMTask):
     """
 
     name = "pystdlib"
+    manifest_name = "pystdlib"
     version = 1
     VOCAB = 256
 
@@ -361,15 +369,17 @@ class StdlibText(CharLMTask):
         names, contents = stdlib_corpus()
         total = sum(len(c) for c in contents)
         parts: dict[str, list[bytes]] = {"eval": [], "test": [], "train": []}
+        members: dict[str, list[int]] = {"eval": [], "test": [], "train": []}
         filled = {"eval": 0, "test": 0}
         for i in stable_order(names, split_seed, "pystdlib"):
             split = next((s for s, f in (("eval", STDLIB_EVAL_FRACTION),
                                          ("test", STDLIB_TEST_FRACTION))
                           if filled[s] < f * total), "train")
             parts[split].append(contents[i])
+            members[split].append(i)
             if split != "train":
                 filled[split] += len(contents[i])
-        self.files_per_split = {s: len(p) for s, p in parts.items()}
+        self.split_files = {s: sorted(names[i] for i in idx) for s, idx in members.items()}
         self.streams = {s: torch.frombuffer(bytearray(b"".join(p)), dtype=torch.uint8)
                         for s, p in parts.items()}
         self.set_lm_info(self.VOCAB)

@@ -19,8 +19,9 @@ one line naming the file, the path and how to get it.
   divisor of it by average pooling), with the dataset's own validation and test lists.
 
 ``"eval"`` is the validation split everywhere: carved from the official training set by
-``split_seed`` for MNIST (5,000), CIFAR-10 (5,000) and IMDB (2,500), the dataset's own
-validation part for the others. ``"test"`` is the official test set.
+``split_seed`` for MNIST (5,000), CIFAR-10 (5,000) and IMDB (2,500) (a fifth of the training
+set if that is smaller), the dataset's own validation part for the others. ``"test"`` is the
+official test set.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class _MNISTBase(LocalData, PixelTask):
 
         x, y = images_labels("train")
         test = images_labels("t10k")
-        keep, val = holdout(len(x), self.N_EVAL, split_seed, "mnist/eval")
+        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "mnist/eval")
         self.set_pixels({"train": (x[keep], y[keep]), "eval": (x[val], y[val]), "test": test},
                         10, permutation_seed)
 
@@ -143,13 +144,16 @@ class PermutedMNIST(_MNISTBase):
 
 # --- CIFAR-10 (python pickles) ----------------------------------------------------------------
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays, lists and dicts only: a data file cannot run code."""
+    """Unpickles numpy arrays, lists and dicts only: a data file cannot run code.
+
+    The official batches are Python 2 pickles of a dict with a numpy array and a list.
+    """
 
     ALLOWED: ClassVar[set[tuple[str, str]]] = {
         (module, name)
         for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy")
         for name in ("_reconstruct", "ndarray", "dtype", "scalar")
-    } | {("numpy", "dtype"), ("numpy", "ndarray")}
+    } | {("_codecs", "encode")}  # protocol-2 pickles written by Python 3 encode bytes with it
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -197,7 +201,7 @@ class SequentialCIFAR(LocalData, PixelTask):
         x = np.concatenate([b[0] for b in batches])
         y = np.concatenate([b[1] for b in batches])
         test_x, test_y = read_cifar_batch(self.path_of(manifest, root, "/test_batch"))
-        keep, val = holdout(len(x), self.N_EVAL, split_seed, "cifar10/eval")
+        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "cifar10/eval")
 
         def pixels(images: np.ndarray) -> np.ndarray:  # (N, 3, 32, 32) -> (N, 1024, C)
             seq = images.reshape(len(images), 3, 1024).transpose(0, 2, 1)
