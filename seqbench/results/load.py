@@ -1,0 +1,374 @@
+"""Load stored rows into one tidy pandas DataFrame: one row per job (per context position for
+streaming rows), the columns of :mod:`seqbench.schema` with their units in the names.
+
+``load`` reads a results directory (``jobs/<job_id>.json`` + ``results.jsonl``), a ``.jsonl``
+file, a ``.parquet`` file, or a list of those. It never merges what must stay apart:
+
+* a truncated last JSONL line (a crash mid-append) is skipped and reported, not fatal;
+* a job stored more than once (a re-run) keeps its last row, and says so;
+* rows of different ``schema_version`` are refused with a clear error;
+* rows with different ``config_hash`` are different experiments. Where two of them share a
+  display key (task, model, seq_len) they get distinct ``variant`` labels (the job parameters
+  that differ, e.g. ``d_model=128``) and a warning, so no table or plot averages them together.
+
+Everything reported goes through :class:`ResultsWarning` and ``df.attrs["notes"]`` (the report
+prints the notes).
+
+Columns added to the stored fields:
+
+``variant``  '' or what distinguishes this configuration from others of the same (kind, task,
+             model), e.g. ``d_model=128``
+``label``    the model's display name from the registry, plus `` (variant)`` when there is one
+``source``   the file the row was read from
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from seqbench.errors import SpecError
+from seqbench.schema import FIELDS, SCHEMA_VERSION
+
+JOBS_DIR = "jobs"
+JSONL = "results.jsonl"
+SUITE_FILE = "suite.json"
+ADDED_COLUMNS = {
+    "variant": "'' or the job parameters that tell this configuration apart, e.g. d_model=128",
+    "label": "model display name from the registry (+ ' (variant)')",
+    "source": "file the row was read from",
+}
+# keys that vary along a sweep inside one configuration, or stay out of its config hash
+# (timeout_s): they never name a variant
+SWEEP_KEYS = frozenset({"seed", "seq_len", "input_len", "context_len", "timeout_s"})
+# a stored row is identified by its job and, for streaming rows, the context position
+ROW_KEY = ["job_id", "context_len"]
+_JSON_COLUMN_PREFIX = "seqbench_json:"  # parquet metadata marker for dict columns
+_REQUIRED_TO_LOAD = ("schema_version", "job_id", "config_hash", "kind", "task", "model",
+                     "seq_len", "status")
+
+
+class ResultsWarning(UserWarning):
+    """Something about the stored rows a reader of the results should know."""
+
+
+class Notes(list):
+    """What loading found worth telling a reader; each note is also a :class:`ResultsWarning`
+    unless ``warn`` is False (the CLI prints them itself)."""
+
+    def __init__(self, warn: bool = True) -> None:
+        super().__init__()
+        self.warn = warn
+
+    def add(self, message: str) -> None:
+        self.append(message)
+        if self.warn:
+            warnings.warn(message, ResultsWarning, stacklevel=3)
+
+
+def _read_jsonl(path: Path, notes: Notes) -> list[dict[str, Any]]:
+    rows = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == last:
+                notes.add(f"{path}: skipped a truncated last line {i + 1} (an interrupted "
+                          "write; the jobs/ files, where present, keep every finished row)")
+            else:
+                notes.add(f"{path}: skipped unreadable line {i + 1}")
+            continue
+        if not isinstance(row, dict):
+            raise SpecError("results", str(path), f"line {i + 1} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _read_job_file(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecError("results", str(path), f"not valid JSON ({exc.msg})") from None
+    rows = data if isinstance(data, list) else [data]  # streaming jobs may store several rows
+    if not all(isinstance(r, dict) for r in rows):
+        raise SpecError("results", str(path), "a job file holds a row object or a list of them")
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    json_columns = {k.decode()[len(_JSON_COLUMN_PREFIX):]
+                    for k in (table.schema.metadata or {}) if k.decode().startswith(
+                        _JSON_COLUMN_PREFIX)}
+    frame = table.to_pandas()
+    for col in json_columns & set(frame.columns):
+        frame[col] = [json.loads(v) if isinstance(v, str) else v for v in frame[col]]
+    return [{k: v for k, v in rec.items() if not _is_missing(v)}
+            for rec in frame.to_dict("records")]
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, dicts, arrays
+        return False
+
+
+def _read_path(path: Path, notes: Notes) -> list[dict[str, Any]]:
+    """Rows of one path in storage order (later rows of the same job are newer)."""
+    if not path.exists():
+        raise SpecError("results", str(path), "no such file or directory")
+    if path.is_dir():
+        jsonl, jobs = path / JSONL, path / JOBS_DIR
+        if not jsonl.is_file() and not jobs.is_dir():
+            raise SpecError("results", str(path),
+                            f"a results directory holds {JOBS_DIR}/ or {JSONL}")
+        rows = []
+        if jsonl.is_file():
+            rows += [{**r, "source": str(jsonl)} for r in _read_jsonl(jsonl, notes)]
+        # job files are written atomically and overwritten by a re-run: they are the newest
+        # copy of their job, and they recover rows a crash kept out of results.jsonl
+        for job_file in sorted(jobs.glob("*.json")) if jobs.is_dir() else ():
+            rows += [{**r, "source": str(job_file)} for r in _read_job_file(job_file)]
+        return rows
+    if path.suffix == ".jsonl":
+        return [{**r, "source": str(path)} for r in _read_jsonl(path, notes)]
+    if path.suffix == ".parquet":
+        return [{**r, "source": str(path)} for r in _read_parquet(path)]
+    if path.suffix == ".json":
+        return [{**r, "source": str(path)} for r in _read_job_file(path)]
+    raise SpecError("results", str(path), "expected a results directory, .jsonl, .json or .parquet")
+
+
+def _canonical(row: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in row.items() if k != "source"}, sort_keys=True,
+                      default=str)
+
+
+def _dedupe(rows: list[dict[str, Any]], notes: Notes) -> list[dict[str, Any]]:
+    """Keep the last row of each (job_id, context_len); report jobs stored with different rows."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    versions: dict[tuple, set[str]] = {}
+    for row in rows:
+        key = (row.get("job_id"), row.get("context_len"))
+        latest.pop(key, None)  # re-insert, so the kept row takes the newest position
+        latest[key] = row
+        versions.setdefault(key, set()).add(_canonical(row))
+    rerun = sorted({str(k[0]) for k, v in versions.items() if len(v) > 1})
+    if rerun:
+        shown = ", ".join(rerun[:5]) + (", ..." if len(rerun) > 5 else "")
+        notes.add(f"{len(rerun)} job(s) stored more than once (re-runs); kept the last row "
+                     f"of each: {shown}")
+    return list(latest.values())
+
+
+def _check_rows(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        missing = [f for f in _REQUIRED_TO_LOAD if f not in row]
+        if missing:
+            raise SpecError("results", row.get("source"),
+                            f"row {row.get('job_id', '?')} lacks field(s) {', '.join(missing)}")
+    found = sorted({row["schema_version"] for row in rows}, key=str)
+    if len(found) > 1:
+        raise SpecError("schema_version", found, "rows of different schema versions are not "
+                        "merged; load each version on its own")
+    if found and found[0] != SCHEMA_VERSION:
+        raise SpecError("schema_version", found[0], f"this seqbench reads version "
+                        f"{SCHEMA_VERSION}; use the seqbench release that wrote these rows")
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif prefix.rsplit(".", 1)[-1] not in SWEEP_KEYS:
+        out[prefix] = json.dumps(value, sort_keys=True, default=str)
+
+
+def _config_of(job: Any) -> dict[str, str]:
+    """A job's parameters without the ones a sweep varies (seed, lengths): its configuration."""
+    out: dict[str, str] = {}
+    if isinstance(job, dict):
+        _flatten("", job, out)
+    return out
+
+
+def _variant_labels(configs: list[dict[str, str]]) -> list[str]:
+    """Short, distinct labels naming the parameters in which ``configs`` differ."""
+    keys = sorted({k for c in configs for k in c if len({c.get(k) for c in configs}) > 1})
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    if len(set(short.values())) < len(keys):  # two params share a last name: use full paths
+        short = {k: k for k in keys}
+    labels = []
+    for config in configs:
+        parts = [f"{short[k]}={json.loads(config[k]) if k in config else '-'}" for k in keys]
+        label = ", ".join(parts[:2]) + (", ..." if len(parts) > 2 else "")
+        labels.append(label)
+    if len(set(labels)) < len(labels) or not all(labels):
+        labels = ["config " + hashlib.sha256(json.dumps(c, sort_keys=True).encode())
+                  .hexdigest()[:6] for c in configs]
+    return labels
+
+
+def model_display(model: str) -> str:
+    from seqbench.models import MODELS
+
+    return MODELS[model].display or model if model in MODELS else model
+
+
+def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
+    """Add ``variant`` and ``label`` columns, warning where configurations share a display key.
+
+    Configurations are compared within (kind, task, model) after dropping the sweep keys, so a
+    model swept over lengths is one variant, and the same model with another width is another.
+    """
+    notes = Notes() if notes is None else notes
+    df = df.copy()
+    df["variant"] = ""
+    for _, group in df.groupby(["kind", "task", "model"], sort=False):
+        jobs = group["job"] if "job" in group else pd.Series(None, index=group.index)
+        by_hash: dict[str, str] = {}  # one fingerprint per configuration, from its first row
+        for config_hash, job in zip(group["config_hash"], jobs, strict=True):
+            by_hash.setdefault(config_hash, json.dumps(_config_of(job), sort_keys=True))
+        fp = group["config_hash"].map(by_hash)
+        per_key = group.groupby([group["seq_len"], group["context_len"].fillna(-1), fp]
+                                )["config_hash"].nunique()
+        if per_key.max() > 1:  # the job dicts cannot tell these configurations apart
+            df.loc[group.index, "variant"] = "config " + group["config_hash"].str[:8]
+        elif fp.nunique() > 1:
+            distinct = list(dict.fromkeys(fp))
+            labels = _variant_labels([json.loads(d) for d in distinct])
+            df.loc[group.index, "variant"] = fp.map(dict(zip(distinct, labels, strict=True)))
+    key = ["kind", "task", "model", "seq_len", "context_len"]
+    shared = df.groupby(key, dropna=False, sort=False)["config_hash"].nunique()
+    for (kind, task, model, seq_len, context_len), _ in shared[shared > 1].items():
+        rows = df[(df.kind == kind) & (df.task == task) & (df.model == model)
+                  & (df.seq_len == seq_len)]
+        variants = " | ".join(sorted(rows["variant"].unique()))
+        where = f"kind={kind} task={task} model={model} seq_len={seq_len}"
+        if not pd.isna(context_len):
+            where += f" context_len={context_len}"
+        notes.add(f"{where}: {rows['config_hash'].nunique()} configurations share this key; "
+                     f"kept apart as variants {variants}")
+    df["label"] = [model_display(m) + (f" ({v})" if v else "")
+                   for m, v in zip(df["model"], df["variant"], strict=True)]
+    return df
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    for f in FIELDS:
+        if f.name not in df.columns:
+            df[f.name] = pd.Series([None] * len(df), index=df.index, dtype=object)
+        if f.type == "int":
+            df[f.name] = pd.to_numeric(df[f.name], errors="coerce").astype("Int64")
+        elif f.type == "float":
+            df[f.name] = pd.to_numeric(df[f.name], errors="coerce").astype("float64")
+        elif f.type == "str":
+            df[f.name] = df[f.name].astype(object).where(df[f.name].notna(), "").astype(str)
+    for col in df.columns:
+        if col.startswith(("metric_", "baseline_")):
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        elif col.startswith("higher_is_better_"):
+            df[col] = df[col].astype("boolean")
+    return df
+
+
+def load(path_or_paths: str | Path | Sequence[str | Path], *, warn: bool = True) -> pd.DataFrame:
+    """Stored rows as a tidy DataFrame (see the module docstring for what is reported).
+
+    Rows keep their storage order; of a job stored twice the later one is kept. The schema's
+    columns are always present (missing values are NaN / NA / ''), plus ``metric_<name>``,
+    ``baseline_<name>``, ``higher_is_better_<name>`` per task metric and :data:`ADDED_COLUMNS`.
+    ``df.attrs["notes"]`` lists what was reported while loading (as :class:`ResultsWarning`
+    too, unless ``warn`` is False).
+    """
+    paths: Iterable[str | Path] = (
+        [path_or_paths] if isinstance(path_or_paths, (str, Path)) else path_or_paths)
+    notes = Notes(warn)
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        rows += _read_path(Path(p), notes)
+    if not rows:
+        raise SpecError("results", [str(p) for p in paths] if not isinstance(
+            path_or_paths, (str, Path)) else str(path_or_paths), "holds no rows")
+    _check_rows(rows)
+    rows = _dedupe(rows, notes)
+    df = _typed(pd.DataFrame(rows))
+    df = add_variants(df, notes)
+    df.attrs["notes"] = list(notes)
+    return df.reset_index(drop=True)
+
+
+def select(df: pd.DataFrame, filters: Sequence[str]) -> pd.DataFrame:
+    """Rows matching every ``column=value`` (``value`` may list alternatives: ``a,b``)."""
+    for text in filters:
+        column, sep, value = text.partition("=")
+        column = column.strip()
+        if not sep or not column or not value:
+            raise SpecError("filter", text, "write COLUMN=VALUE or COLUMN=V1,V2")
+        if column not in df.columns:
+            raise SpecError("filter", text, f"no column {column!r}; e.g. task, model, seq_len, "
+                                            "kind, variant, status, device, seed")
+        wanted = [v.strip() for v in value.split(",")]
+        mask = df[column].astype(str).isin(wanted)
+        if pd.api.types.is_numeric_dtype(df[column]):
+            numbers = pd.to_numeric(pd.Series(wanted), errors="coerce").dropna()
+            mask |= df[column].isin(numbers.tolist())
+        if not mask.any():
+            known = ", ".join(map(str, list(dict.fromkeys(df[column].dropna()))[:12]))
+            raise SpecError("filter", text, f"matches no rows; {column} takes {known}")
+        df = df[mask]
+    return df
+
+
+def describe() -> pd.DataFrame:
+    """The documented columns: name, type, unit and description (the schema plus added ones)."""
+    rows = [(f.name, f.type, f.unit, f.description) for f in FIELDS]
+    rows += [("metric_<name>", "float", "", "task metric on held-out data"),
+             ("baseline_<name>", "float", "", "the task's trivial baseline for that metric"),
+             ("higher_is_better_<name>", "bool", "", "direction of that metric")]
+    rows += [(k, "str", "", v) for k, v in ADDED_COLUMNS.items()]
+    return pd.DataFrame(rows, columns=["column", "type", "unit", "description"])
+
+
+def to_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` as Parquet; :func:`load` reads it back (dict columns travel as JSON)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    out = df.drop(columns=[c for c in ("variant", "label", "source") if c in df.columns])
+    dict_columns = [c for c in out.columns
+                    if out[c].map(lambda v: isinstance(v, dict)).any()]
+    for col in dict_columns:
+        out[col] = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else None
+                    for v in out[col]]
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta.update({f"{_JSON_COLUMN_PREFIX}{c}".encode(): b"1" for c in dict_columns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return path
+
+
+def suite_info(path: str | Path) -> dict[str, Any] | None:
+    """The ``suite.json`` of a results directory (name, spec hash, spec), or None."""
+    file = Path(path) / SUITE_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None

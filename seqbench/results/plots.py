@@ -1,0 +1,496 @@
+"""Figures drawn from stored rows: seaborn on matplotlib figures made without pyplot (no global
+state, any backend), each with its provenance in a caption and in the file's metadata.
+
+Every figure plots :func:`~seqbench.results.stats.aggregate` output, so a figure and a table
+show the same means and 95% bootstrap intervals. One line per configuration (model + variant);
+names, colours and order come from :data:`seqbench.models.MODELS`. Cells whose seeds all failed
+are marked with an ``x`` at their length, never silently left out.
+
+- :func:`metric_vs_length`: task metric vs length (log2 x) with the trivial baseline, dashed;
+- :func:`throughput_vs_length`: training and forward tokens/s vs length (log-log);
+- :func:`memory_vs_length`: peak memory vs length (log-log), out-of-memory points marked;
+- :func:`pareto`: task metric vs training throughput at one length, with the Pareto front;
+- :func:`streaming`: streaming step latency and state size vs context length (log-log);
+- :func:`plot`: any metric vs any axis, for ``seqbench plot``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib as mpl
+import matplotlib.style
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
+
+from seqbench.errors import SpecError
+from seqbench.results import columns as C
+from seqbench.results import provenance
+from seqbench.results.stats import GROUP_KEYS, N_BOOT, aggregate, natural
+
+FORMATS = ("png", "pdf")  # raster for the HTML page, vector for papers
+PANEL_IN = (3.6, 2.7)  # width, height of one subplot in inches
+LEGEND_IN = 1.9  # room for the legend right of the panels
+DPI = 200
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # variants of one model: same colour, new marker
+FAILED_MARK = dict(marker="x", markersize=8, markeredgewidth=2, linestyle="none")
+GRID_AXES = ("seq_len", "context_len")  # x axes along which rows are grouped
+
+
+CONTEXTS = ("paper", "notebook", "talk", "poster")  # seaborn's scales for fonts and lines
+
+
+@contextmanager
+def style(user_style: str | None = None, context: str = "paper") -> Iterator[None]:
+    """seaborn's whitegrid look at ``context`` scale, then ``user_style`` (a matplotlib style
+    name or file) on top; scoped, so the caller's rcParams are restored afterwards."""
+    if context not in CONTEXTS:
+        raise SpecError("context", context, f"one of {', '.join(CONTEXTS)}")
+    with mpl.rc_context(), sns.axes_style("whitegrid"), sns.plotting_context(context,
+                                                                               font_scale=1.1):
+        if user_style:
+            try:
+                matplotlib.style.use(user_style)
+            except OSError:
+                raise SpecError("style", user_style, "a matplotlib style name or .mplstyle "
+                                f"file; names: {', '.join(matplotlib.style.available)}") from None
+        yield
+
+
+# --- which rows a figure draws -----------------------------------------------------------------
+def train_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of training jobs (task metrics): kind ``train``, else anything but streaming."""
+    return df[df["kind"] == "train"] if (df["kind"] == "train").any() else df[
+        df["kind"] != "stream"]
+
+
+def measure_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows for speed and memory: the dedicated scaling runs if any, else the training runs."""
+    return df[df["kind"] == "scale"] if (df["kind"] == "scale").any() else train_rows(df)
+
+
+def tasks(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["task"]))
+
+
+# --- series: aggregated points, one line per configuration -------------------------------------
+def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "model",
+           facet: str | None = None, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """Aggregated ``metric`` per configuration with the x value in ``_x`` and the line name in
+    ``_line``. Lines split whatever must not be averaged: configurations, and tasks, kinds or
+    lengths when the plot does not already separate them."""
+    stats = aggregate(df, [metric], n_boot=n_boot, seed=seed)
+    if x in GRID_AXES:
+        stats["_x"] = stats[x].astype(float)
+    else:
+        xs = aggregate(df, [x], n_boot=n_boot, seed=seed)
+        key = [k for k in GROUP_KEYS if k != "context_len"] + ["_ctx"]
+        xs = xs.assign(_ctx=xs["context_len"].fillna(-1))[[*key, "mean"]]
+        stats = stats.assign(_ctx=stats["context_len"].fillna(-1)).merge(
+            xs.rename(columns={"mean": "_x"}), on=key, how="left").drop(columns="_ctx")
+    stats["_hue"] = stats["model"] if hue == "model" else stats[hue].astype(str)
+    parts = [stats["label"]]
+    if hue not in ("model", "label", "variant"):
+        parts.append(hue + "=" + stats[hue].astype(str))
+    for key in ("task", "kind", "seq_len", "context_len"):
+        if key not in (x, facet, hue) and stats[key].nunique() > 1:
+            parts.append(key + "=" + stats[key].astype(str))
+    stats["_line"] = parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
+    return stats
+
+
+def line_styles(stats: pd.DataFrame, hue: str = "model") -> dict[str, tuple[str, str]]:
+    """``_line`` -> (colour, marker), in canonical order: models in registry order, their
+    registered colours; a model's variants share its colour and differ by marker."""
+    from seqbench.models import MODELS
+
+    hues = list(dict.fromkeys(stats["_hue"]))
+    if hue == "model":
+        hues.sort(key=MODELS.order)
+        fallback = iter(sns.color_palette("colorblind", len(hues)).as_hex())
+        colors = {h: MODELS[h].color if h in MODELS else next(fallback) for h in hues}
+    else:
+        colors = dict(zip(hues, sns.color_palette("colorblind", len(hues)).as_hex(),
+                          strict=True))
+    styles = {}
+    for h in hues:
+        lines = sorted(dict.fromkeys(stats.loc[stats["_hue"] == h, "_line"]), key=natural)
+        for i, line in enumerate(lines):
+            styles[line] = (colors[h], MARKERS[i % len(MARKERS)])
+    return styles
+
+
+def draw_lines(ax: Axes, stats: pd.DataFrame, styles: dict[str, tuple[str, str]],
+               factor: float = 1.0, *, band: bool = True) -> None:
+    """One line per ``_line`` through its means, a CI band, and an ``x`` where all seeds failed.
+
+    Lines get ``gid='series'``, failure marks ``gid='failed'`` (tests count them)."""
+    ok = stats[stats["n"] > 0].assign(_y=lambda d: d["mean"] * factor).dropna(subset=["_x"])
+    if not ok.empty:
+        before = len(ax.lines)
+        order = [s for s in styles if s in set(ok["_line"])]
+        sns.lineplot(data=ok, x="_x", y="_y", hue="_line", hue_order=order, style="_line",
+                     style_order=order, palette={s: styles[s][0] for s in order},
+                     markers={s: styles[s][1] for s in order}, dashes=False, errorbar=None,
+                     legend=False, ax=ax, markersize=5, linewidth=1.6, sort=True)
+        for line in ax.lines[before:]:
+            line.set_gid("series")
+        if band:
+            for name, g in ok.sort_values("_x").groupby("_line", sort=False):
+                g = g.dropna(subset=["ci_low"])
+                if len(g):
+                    ax.fill_between(g["_x"], g["ci_low"] * factor, g["ci_high"] * factor,
+                                    color=styles[name][0], alpha=0.18, linewidth=0, gid="ci")
+    mark_failed(ax, stats[stats["n"] == 0], styles)
+
+
+def mark_failed(ax: Axes, cells: pd.DataFrame, styles: dict[str, tuple[str, str]],
+                y: pd.Series | None = None) -> None:
+    """An ``x`` per failed cell at its x; at ``y`` (data) when known, else at the axes' foot."""
+    cells = cells.dropna(subset=["_x"])
+    for name, g in cells.groupby("_line", sort=False):
+        ys = y.loc[g.index] if y is not None else pd.Series(np.nan, index=g.index)
+        known = ys.notna()
+        if known.any():
+            ax.plot(g.loc[known, "_x"], ys[known], color=styles[name][0], gid="failed",
+                    **FAILED_MARK)
+        if (~known).any():  # blended: x in data, y at 4% of the axes height
+            ax.plot(g.loc[~known, "_x"], [0.04] * int((~known).sum()), color=styles[name][0],
+                    transform=ax.get_xaxis_transform(), gid="failed", clip_on=False,
+                    **FAILED_MARK)
+
+
+# --- axes and figure furniture -----------------------------------------------------------------
+def length_axis(ax: Axes, values: Sequence[float], label: str, *, base: int = 2) -> None:
+    """Log x axis with a tick at every measured length, written as plain numbers."""
+    ax.set_xscale("log", base=base)
+    ticks = sorted({float(v) for v in values if pd.notna(v)})
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        if len(ticks) > 1:
+            pad = (ticks[-1] / ticks[0]) ** 0.06
+            ax.set_xlim(ticks[0] / pad, ticks[-1] * pad)
+        if len(ticks) > 5:
+            ax.tick_params(axis="x", labelrotation=45)
+    ax.set_xlabel(label)
+
+
+def plain_number(x: float) -> str:
+    """A tick label without powers of ten: ``0.5``, ``2,000``, ``400k``, ``3M``."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e5, "k")):
+        if abs(x) >= div:
+            div = 1e3 if suffix == "k" else div
+            return f"{x / div:,g}{suffix}"
+    return f"{x:,g}"
+
+
+class PlainLogFormatter(LogFormatter):
+    """matplotlib's choice of which log ticks to label, written as plain numbers."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return plain_number(x)
+
+
+def log_axis(ax: Axes, which: str = "y") -> None:
+    """Log scale on the ``which`` axis of ``ax``, ticks labelled as plain numbers."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
+def new_figure(n_rows: int, n_cols: int, title: str,
+               figsize: tuple[float, float] | None = None) -> tuple[Figure, np.ndarray]:
+    size = figsize or (PANEL_IN[0] * n_cols + LEGEND_IN, PANEL_IN[1] * n_rows + 0.7)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig.suptitle(title, fontweight="bold")
+    fig.set_label(title)
+    return fig, axes
+
+
+def finish(fig: Figure, rows: pd.DataFrame, styles: dict[str, tuple[str, str]],
+           extra: Sequence[Line2D] = ()) -> Figure:
+    """Legend right of the panels (one for the whole figure) and the provenance caption below."""
+    handles = [Line2D([], [], color=c, marker=m, linewidth=1.6, markersize=5, label=name)
+               for name, (c, m) in styles.items()]
+    handles += list(extra)
+    if handles:
+        fig.legend(handles=handles, loc="outside right center", frameon=False)
+    fig.supxlabel(provenance.caption(rows), fontsize=6.5, color="0.35", x=0.01, ha="left")
+    return fig
+
+
+def baseline_handle() -> Line2D:
+    return Line2D([], [], color="0.25", linestyle="--", linewidth=1.2, label="trivial baseline")
+
+
+def failed_handle(text: str = "all seeds failed") -> Line2D:
+    return Line2D([], [], color="0.25", label=text, **FAILED_MARK)
+
+
+def _require(rows: pd.DataFrame, what: str) -> None:
+    if rows.empty:
+        raise SpecError("results", what, "no rows to plot")
+
+
+# --- the figures -------------------------------------------------------------------------------
+def metric_vs_length(df: pd.DataFrame, metric: str | None = None, *, n_boot: int = N_BOOT,
+                     seed: int = 0) -> Figure:
+    """One panel per task: ``metric`` (default: each task's primary metric) vs seq_len, log2 x,
+    with the task's trivial baseline (``baseline_<metric>`` on the rows) dashed."""
+    rows = train_rows(df)
+    panels = []
+    for task in tasks(rows):
+        sub = rows[rows["task"] == task]
+        name = metric or (sub["primary_metric"].replace("", np.nan).dropna().mode().tolist()
+                          or [None])[0]
+        cols = C.metric_columns(sub)
+        if name is None or (C.METRIC + name not in cols and name not in cols):
+            continue
+        panels.append((task, C.resolve(sub, name, allowed=cols)))
+    _require(pd.DataFrame(panels), "task metrics")
+    fig, axes = new_figure(1, len(panels), "Task metric vs sequence length")
+    frames = [series(rows[rows["task"] == t], col, facet="task") for t, col in panels]
+    styles = line_styles(pd.concat(frames))
+    any_failed = False
+    for ax, (task, col), stats in zip(axes[0], panels, frames, strict=True):
+        draw_lines(ax, stats, styles)
+        base = stats.dropna(subset=["baseline"]).groupby("_x")["baseline"].mean()
+        if len(base):
+            ax.plot(base.index, base.to_numpy(), color="0.25", linestyle="--", linewidth=1.2,
+                    gid="baseline", zorder=1)
+        length_axis(ax, stats["_x"], "length (seq_len)")
+        ax.set_ylabel(C.info(rows, col).label)
+        ax.set_title(task)
+        any_failed |= bool((stats["n"] == 0).any())
+    extra = [baseline_handle()] + ([failed_handle()] if any_failed else [])
+    return finish(fig, rows, styles, extra)
+
+
+def throughput_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figure:
+    """Training (top) and forward-only (bottom) tokens/s vs seq_len, one column per task."""
+    rows = measure_rows(df)
+    measures = [c for c in ("train_tokens_per_s", "fwd_tokens_per_s")
+                if c in rows and rows[c].notna().any()]
+    _require(rows if measures else rows.iloc[:0], "throughput")
+    names = tasks(rows)
+    fig, axes = new_figure(len(measures), len(names), "Throughput vs sequence length")
+    grid = {(c, t): series(rows[rows["task"] == t], c, facet="task", n_boot=n_boot, seed=seed)
+            for c in measures for t in names}
+    styles = line_styles(pd.concat(grid.values()))
+    for i, col in enumerate(measures):
+        for j, task in enumerate(names):
+            ax, stats = axes[i, j], grid[col, task]
+            draw_lines(ax, stats, styles)
+            log_axis(ax)
+            length_axis(ax, stats["_x"], "length (seq_len)")
+            ax.set_ylabel(C.MEASURES[col].label)
+            ax.set_title(task)
+    failed = any((s["n"] == 0).any() for s in grid.values())
+    return finish(fig, rows, styles, [failed_handle()] if failed else [])
+
+
+def memory_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figure:
+    """Peak memory vs seq_len (log-log), one panel per task. Out-of-memory seeds are an ``x`` at
+    the length where they happened, at the memory cap when the rows record one."""
+    rows = measure_rows(df)
+    _require(rows, "peak memory")
+    col = "peak_mem_bytes"
+    factor = C.MEASURES[col].factor
+    names = tasks(rows)
+    fig, axes = new_figure(1, len(names), "Peak memory vs sequence length")
+    frames = [series(rows[rows["task"] == t], col, facet="task", n_boot=n_boot, seed=seed)
+              for t in names]
+    styles = line_styles(pd.concat(frames))
+    for ax, task, stats in zip(axes[0], names, frames, strict=True):
+        draw_lines(ax, stats[stats["n"] > 0], styles, factor)
+        oom = rows[(rows["task"] == task) & (rows["status"] == "oom")]
+        cells = stats[stats["config_hash"].isin(oom["config_hash"])]
+        cap = oom.groupby("config_hash")["mem_cap_bytes"].max().astype(float)
+        cap_y = cells["config_hash"].map(cap).where(lambda v: v > 0) * factor
+        mark_failed(ax, cells, styles, y=cap_y)
+        other = stats[(stats["n"] == 0) & ~stats.index.isin(cells.index)]
+        mark_failed(ax, other, styles)
+        log_axis(ax)
+        length_axis(ax, stats["_x"], "length (seq_len)")
+        ax.set_ylabel(C.MEASURES[col].label)
+        ax.set_title(task)
+    any_oom = (rows["status"] == "oom").any()
+    extra = [failed_handle("out of memory")] if any_oom else []
+    return finish(fig, rows, styles, extra)
+
+
+def pareto_length(rows: pd.DataFrame, metric: str) -> int | None:
+    """The longest length at which the most models have both the metric and speed."""
+    ok = rows[(rows["status"] == "ok") & rows[metric].notna() & rows["train_tokens_per_s"].notna()]
+    if ok.empty:
+        return None
+    count = ok.groupby("seq_len")["model"].nunique()
+    return int(count[count == count.max()].index.max())
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Indices of the points no other point beats on both throughput (higher) and metric,
+    ordered by throughput."""
+    score = y if higher_is_better else -y
+    front, best = [], -np.inf
+    for i in np.argsort(-x, kind="stable"):  # fastest first
+        if score[i] > best:
+            front.append(i)
+            best = score[i]
+    return np.array(front[::-1], dtype=int)
+
+
+def pareto(df: pd.DataFrame, seq_len: int | None = None, metric: str | None = None, *,
+           n_boot: int = N_BOOT, seed: int = 0) -> Figure:
+    """Task metric vs training throughput at one length per task (default: the longest length
+    that most configurations reached), with the Pareto front dotted."""
+    rows = train_rows(df)
+    panels = []
+    for task in tasks(rows):
+        sub = rows[rows["task"] == task]
+        name = metric or (sub["primary_metric"].replace("", np.nan).dropna().mode().tolist()
+                          or [None])[0]
+        if name is None or C.METRIC + name not in C.metric_columns(sub):
+            continue
+        col = C.METRIC + name
+        length = seq_len if seq_len is not None else pareto_length(sub, col)
+        if length is not None and (sub["seq_len"] == length).any():
+            panels.append((task, col, length))
+    _require(pd.DataFrame(panels), "task metric and training throughput")
+    fig, axes = new_figure(1, len(panels), "Task metric vs training throughput")
+    frames = []
+    for task, col, length in panels:
+        sub = rows[(rows["task"] == task) & (rows["seq_len"] == length)]
+        points = series(sub, col, "train_tokens_per_s", facet="task", n_boot=n_boot, seed=seed)
+        speed = aggregate(sub, ["train_tokens_per_s"], n_boot=n_boot, seed=seed)
+        frames.append(points.merge(speed[["config_hash", "ci_low", "ci_high"]], on="config_hash",
+                                   how="left", suffixes=("", "_x")))
+    styles = line_styles(pd.concat(frames))
+    for ax, (task, col, length), points in zip(axes[0], panels, frames, strict=True):
+        ok = points[(points["n"] > 0)].dropna(subset=["_x"])
+        order = [s for s in styles if s in set(ok["_line"])]
+        sns.scatterplot(data=ok, x="_x", y="mean", hue="_line", hue_order=order, style="_line",
+                        style_order=order, palette={s: styles[s][0] for s in order},
+                        markers={s: styles[s][1] for s in order}, s=60, legend=False, ax=ax,
+                        zorder=3, gid="points")
+        for _, p in ok.iterrows():
+            xerr = [[p["_x"] - p["ci_low_x"]], [p["ci_high_x"] - p["_x"]]]
+            yerr = [[p["mean"] - p["ci_low"]], [p["ci_high"] - p["mean"]]]
+            ax.errorbar(p["_x"], p["mean"], xerr=None if pd.isna(p["ci_low_x"]) else xerr,
+                        yerr=None if pd.isna(p["ci_low"]) else yerr, fmt="none",
+                        ecolor=styles[p["_line"]][0], elinewidth=1, alpha=0.7)
+        higher = C.info(rows, col).higher_is_better
+        if len(ok) and higher is not None:
+            idx = pareto_front(ok["_x"].to_numpy(float), ok["mean"].to_numpy(float), higher)
+            front = ok.iloc[idx]
+            ax.plot(front["_x"], front["mean"], color="0.3", linestyle=":", linewidth=1.4,
+                    gid="front", zorder=2)
+        base = points["baseline"].dropna()
+        if len(base):
+            ax.axhline(base.mean(), color="0.25", linestyle="--", linewidth=1.2, gid="baseline",
+                       zorder=1)
+        log_axis(ax, "x")
+        ax.set_xlabel(C.MEASURES["train_tokens_per_s"].label)
+        ax.set_ylabel(C.info(rows, col).label)
+        ax.set_title(f"{task}, seq_len {length:,}")
+    extra = [Line2D([], [], color="0.3", linestyle=":", linewidth=1.4, label="Pareto front"),
+             baseline_handle()]
+    return finish(fig, rows, styles, extra)
+
+
+def has_streaming(df: pd.DataFrame) -> bool:
+    return bool((df["kind"] == "stream").any())
+
+
+def streaming(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figure:
+    """Streaming step latency (top) and state size (bottom) vs context length, log-log."""
+    rows = df[df["kind"] == "stream"]
+    _require(rows, "kind=stream")
+    measures = [c for c in ("stream_step_s_median", "state_bytes") if rows[c].notna().any()]
+    names = tasks(rows)
+    fig, axes = new_figure(len(measures), len(names), "Streaming inference vs context length")
+    grid = {(c, t): series(rows[rows["task"] == t], c, "context_len", facet="task",
+                           n_boot=n_boot, seed=seed) for c in measures for t in names}
+    styles = line_styles(pd.concat(grid.values()))
+    for i, col in enumerate(measures):
+        for j, task in enumerate(names):
+            ax, stats = axes[i, j], grid[col, task]
+            draw_lines(ax, stats, styles, C.MEASURES[col].factor)
+            log_axis(ax)
+            length_axis(ax, stats["_x"], C.AXES["context_len"].label)
+            ax.set_ylabel(C.MEASURES[col].label)
+            ax.set_title(task)
+    return finish(fig, rows, styles)
+
+
+def plot(df: pd.DataFrame, metric: str, *, x: str = "seq_len", hue: str = "model",
+         col: str | None = None, logy: bool | None = None, band: bool = True,
+         baseline: bool = True, title: str | None = None,
+         figsize: tuple[float, float] | None = None, n_boot: int = N_BOOT,
+         seed: int = 0) -> Figure:
+    """One figure: ``metric`` vs ``x``, one line per configuration coloured by ``hue``, one
+    panel per value of ``col``. Names may be short (``accuracy`` for ``metric_accuracy``)."""
+    rows = df[df["kind"] == "stream"] if x == "context_len" else df[df["kind"] != "stream"]
+    metric = C.resolve(df, metric)
+    _require(rows[rows[metric].notna() | (rows["status"] != "ok")], f"{metric} over {x}")
+    axes_allowed = [a for a in C.AXES if a in df and df[a].notna().any()] + C.value_columns(df)
+    x = C.resolve(df, x, what="x", allowed=axes_allowed)
+    for what, name in (("hue", hue), ("col", col)):
+        if name is not None and name not in df.columns:
+            raise SpecError(what, name, "a column of the results, e.g. model, task, kind, "
+                                        "variant, device, dtype, seq_len")
+    facets = list(dict.fromkeys(rows[col])) if col else [None]
+    info, xinfo = C.info(df, metric), C.info(df, x)
+    fig, axes = new_figure(1, len(facets), title or f"{info.label} vs {xinfo.label}", figsize)
+    frames = [series(rows if f is None else rows[rows[col] == f], metric, x, hue=hue, facet=col,
+                     n_boot=n_boot, seed=seed) for f in facets]
+    styles = line_styles(pd.concat(frames), hue)
+    for ax, facet, stats in zip(axes[0], facets, frames, strict=True):
+        draw_lines(ax, stats, styles, info.factor, band=band)
+        base = stats.dropna(subset=["baseline"]) if baseline else stats.iloc[:0]
+        if len(base) and x in GRID_AXES:
+            for _, g in base.groupby("task", sort=False):
+                mean = g.groupby("_x")["baseline"].mean()
+                ax.plot(mean.index, mean.to_numpy(), color="0.25", linestyle="--",
+                        linewidth=1.2, gid="baseline", zorder=1)
+        if xinfo.log:
+            length_axis(ax, stats["_x"], xinfo.label) if x in GRID_AXES else log_axis(ax, "x")
+        ax.set_xlabel(xinfo.label)
+        if logy if logy is not None else info.log:
+            log_axis(ax)
+        ax.set_ylabel(info.label)
+        if facet is not None:
+            ax.set_title(f"{col} = {facet}")
+    extra = [baseline_handle()] if baseline and any(
+        f["baseline"].notna().any() for f in frames) and x in GRID_AXES else []
+    return finish(fig, rows, styles, extra)
+
+
+def save(fig: Figure, path: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
+    """Write ``fig`` as ``path`` (its suffix picks the format) or as ``path.<fmt>`` for each of
+    ``formats``, with title and provenance caption in each file's metadata."""
+    path = Path(path)
+    if formats is None:
+        fmt = path.suffix.lstrip(".").lower()
+        if fmt not in ("png", "pdf", "svg"):
+            raise SpecError("output", str(path), "a .png, .pdf or .svg file name")
+        targets = [(path, fmt)]
+    else:
+        targets = [(path.with_suffix(f".{f}"), f) for f in formats]
+    caption = fig.get_supxlabel()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, fmt in targets:
+        fig.savefig(target, format=fmt, dpi=DPI,
+                    metadata=provenance.metadata(fig.get_label(), caption, fmt))
+    return [t for t, _ in targets]

@@ -1,0 +1,207 @@
+"""Render a report, given as a list of blocks, to Markdown, to one self-contained HTML page
+(images embedded as base64, inline CSS, no external reference), and tables to LaTeX (booktabs).
+
+The report's content is built once (:mod:`seqbench.results.report`); these writers only decide
+how it looks, so the Markdown, HTML and LaTeX versions cannot disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame  # string cells
+    caption: str = ""
+    bold: pd.DataFrame | None = None  # same shape, True where the cell is the best of its column
+
+
+@dataclass
+class Image:
+    path: str  # relative to the report directory
+    caption: str
+    alt: str = ""
+
+
+@dataclass
+class Document:
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def add(self, *blocks) -> None:
+        self.blocks.extend(blocks)
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(table: Table) -> str:
+    frame = table.frame
+    bold = table.bold if table.bold is not None else frame.map(lambda _: False)
+    head = "| " + " | ".join(_md_cell(c) for c in frame.columns) + " |"
+    align = "|" + "|".join("---:" if n else "---" for n in numeric_columns(frame)) + "|"
+    body = []
+    for (_, row), (_, marks) in zip(frame.iterrows(), bold.iterrows(), strict=True):
+        cells = [f"**{_md_cell(v)}**" if m and v else _md_cell(v)
+                 for v, m in zip(row, marks, strict=True)]
+        body.append("| " + " | ".join(cells) + " |")
+    caption = f"\n*{table.caption}*\n" if table.caption else ""
+    return "\n".join([head, align, *body]) + "\n" + caption
+
+
+def to_markdown(doc: Document) -> str:
+    out = [f"# {doc.title}\n"]
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            out.append(f"{'#' * block.level} {block.text}\n")
+        elif isinstance(block, Paragraph):
+            out.append(block.text + "\n")
+        elif isinstance(block, Bullets):
+            out.append("\n".join(f"- {item}" for item in block.items) + "\n")
+        elif isinstance(block, Table):
+            out.append(md_table(block))
+        elif isinstance(block, Image):
+            out.append(f"![{block.alt or block.caption}]({block.path})\n\n*{block.caption}*\n")
+    return "\n".join(out)
+
+
+# --- HTML --------------------------------------------------------------------------------------
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1b1b1b;
+       max-width: 1200px; margin: 2em auto; padding: 0 1.5em; }
+h1 { font-size: 1.7em; border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { font-size: 1.35em; margin-top: 2em; border-bottom: 1px solid #eee; }
+h3 { font-size: 1.1em; margin-top: 1.5em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 13.5px; }
+th, td { border-bottom: 1px solid #e3e3e3; padding: .3em .8em; text-align: left;
+         white-space: nowrap; }
+th { background: #f4f4f4; border-bottom: 2px solid #ccc; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption, .caption { color: #555; font-size: 13px; }
+code { background: #f4f4f4; padding: 0 .25em; border-radius: 3px; }
+.tablewrap { overflow-x: auto; }
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def numeric_columns(frame: pd.DataFrame) -> list[bool]:
+    """Which columns hold numbers (right-aligned): every non-empty cell starts with one."""
+
+    def number(text: str) -> bool:
+        head = text.split(" ")[0].replace(",", "")
+        try:
+            float(head)
+        except ValueError:
+            return head in ("", "-")
+        return True
+
+    return [i > 0 and all(number(str(v)) for v in frame[c]) for i, c in enumerate(frame.columns)]
+
+
+def html_table(table: Table) -> str:
+    frame = table.frame
+    bold = table.bold if table.bold is not None else frame.map(lambda _: False)
+    align = [' class="num"' if n else "" for n in numeric_columns(frame)]
+    head = "".join(f"<th{a}>{_e(c)}</th>" for c, a in zip(frame.columns, align, strict=True))
+    rows = []
+    for (_, row), (_, marks) in zip(frame.iterrows(), bold.iterrows(), strict=True):
+        cells = "".join(f"<td{a}><b>{_e(v)}</b></td>" if m and v else f"<td{a}>{_e(v)}</td>"
+                        for v, m, a in zip(row, marks, align, strict=True))
+        rows.append(f"<tr>{cells}</tr>")
+    caption = f'<p class="caption">{_e(table.caption)}</p>' if table.caption else ""
+    return (f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>{caption}')
+
+
+def _data_uri(path: Path) -> str:
+    mime = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg"}[path.suffix]
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def to_html(doc: Document, root: Path) -> str:
+    """One page that needs no other file: every image of ``root`` is embedded."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{_e(doc.title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{_e(doc.title)}</h1>"]
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{_e(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{_e(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            out.append(html_table(block))
+        elif isinstance(block, Image):
+            out.append(f'<figure><img src="{_data_uri(root / block.path)}" '
+                       f'alt="{_e(block.alt or block.caption)}">'
+                       f"<figcaption>{_e(block.caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# --- LaTeX -------------------------------------------------------------------------------------
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def tex_escape(text: object) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def latex_table(table: Table, label: str, note: str = "") -> str:
+    """A booktabs table (``\\usepackage{booktabs}``); bold cells keep their parenthesised note
+    outside the bold, so columns of numbers stay aligned."""
+    frame = table.frame
+    bold = table.bold if table.bold is not None else frame.map(lambda _: False)
+    spec = "".join("r" if n else "l" for n in numeric_columns(frame))
+    lines = [f"% {note}" if note else "", r"\begin{table}[t]", r"\centering",
+             rf"\caption{{{tex_escape(table.caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(tex_escape(c) for c in frame.columns) + r" \\", r"\midrule"]
+    for (_, row), (_, marks) in zip(frame.iterrows(), bold.iterrows(), strict=True):
+        cells = []
+        for value, best in zip(row, marks, strict=True):
+            text = str(value)
+            if best and text:
+                main, sep, rest = text.partition(" (")
+                text = rf"\textbf{{{tex_escape(main)}}}" + (
+                    tex_escape(sep + rest) if sep else "")
+            else:
+                text = tex_escape(text)
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(line for line in lines if line) + "\n"
