@@ -34,6 +34,14 @@ MODELS.add(ModelEntry("gru", "seqbench.models.rnn:GRU", "GRU, torch.nn / cuDNN",
 MODELS.add(ModelEntry("transformer", "seqbench.models.transformer:Attention",
                       "causal softmax attention (scaled_dot_product_attention)",
                       display="Transformer", color="#d62728", family="attention"))
+MODELS.add(ModelEntry("s4d", "seqbench.models.s4d:S4D", "diagonal SSM (S4D-Lin), FFT convolution",
+                      display="S4D", color="#9467bd", family="ssm"))
+MODELS.add(ModelEntry("mamba", "seqbench.models.mamba:Mamba",
+                      "selective SSM: mamba_ssm CUDA kernels, else seqbench's chunked scan",
+                      display="Mamba", color="#ff7f0e", family="ssm"))
+MODELS.add(ModelEntry("mamba2", "seqbench.models.mamba2:Mamba2",
+                      "SSD (Mamba-2): mamba_ssm Triton kernels, else seqbench's chunked SSD",
+                      display="Mamba-2", color="#8c564b", family="ssm"))
 
 BUDGET_KEY = "param_budget"  # size d_model so the whole model has about this many parameters
 

@@ -1,0 +1,131 @@
+"""State space duality (SSD), the scan of Mamba-2 (Dao & Gu 2024, "Transformers are SSMs:
+Generalized Models and Efficient Algorithms Through Structured State Space Duality", Listing 1
+``ssd_minimal_discrete``), in pure PyTorch: a chunked path and a naive reference.
+
+Per batch element and head ``h`` (A is one scalar per head, B and C are shared by the heads of
+a group)::
+
+    H_t = exp(dt_t A_h) * H_{t-1} + dt_t * outer(x_t, B_t)     H_t: (P, N), H_{-1} = 0
+    y_t = H_t @ C_t                                            y_t: (P,)
+
+Shapes: ``x (B, L, H, P)``, ``dt (B, L, H)`` (after softplus), ``A (H,)`` (negative),
+``B, C (B, L, G, N)`` with ``H`` a multiple of ``G``; ``y (B, L, H, P)``. The skip ``D * x`` and
+the gated norm live in the block.
+
+The chunked path cuts the sequence into chunks of ``Q`` steps. Because the decay is a scalar per
+head, the recurrence inside a chunk is a masked matrix product (the "attention-like" dual form):
+``Y = (C B^T o exp(segsum(log a))) X``, where ``segsum`` holds differences of cumulative sums of
+the log decays, masked to ``-inf`` above the diagonal *before* ``exp``, so every exponent is
+``<= 0`` and nothing overflows. Chunk states are carried across chunks by a short loop over
+chunks (``L / Q`` small steps). Autograd differentiates all of it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CHUNK = 64  # mamba-ssm's Triton kernels default to 256; on CPU 64 measures faster
+
+
+def segsum(x: torch.Tensor) -> torch.Tensor:
+    """``out[..., i, j] = x[..., j+1] + ... + x[..., i]`` for ``j <= i``, ``-inf`` above.
+
+    Built by a masked cumulative sum rather than a difference of two long cumulative sums, so
+    no precision is lost to cancellation: (..., T) -> (..., T, T).
+    """
+    T = x.shape[-1]
+    x = x.unsqueeze(-1).expand(*x.shape, T)  # x[..., i, j] = x[..., i]
+    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
+    out = torch.cumsum(x.masked_fill(~strict, 0.0), dim=-2)
+    lower = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
+    return out.masked_fill(~lower, float("-inf"))
+
+
+def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, L, G, N) group tensor -> (B, L, H, N), each group shared by H / G heads."""
+    return t.repeat_interleave(n_heads // t.shape[2], dim=2) if t.shape[2] != n_heads else t
+
+
+def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Chunked SSD: ``y (B, L, H, P)``; computed in at least fp32, returned in ``x``'s dtype."""
+    with torch.autocast(x.device.type, enabled=False):  # the scan itself stays in fp32
+        return _ssd_chunked(x, dt, A, B, C, chunk)
+
+
+def _ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 C: torch.Tensor, chunk: int) -> torch.Tensor:
+    dtype = x.dtype
+    f = torch.promote_types(dtype, torch.float32)
+    Bz, L, H, P = x.shape
+    Q = max(1, min(chunk, L))
+    Lp = -(-L // Q) * Q
+    pad = (0, 0, 0, 0, 0, Lp - L)  # zero steps at the end: decay 1, input 0
+    x = F.pad(x.to(f), pad)
+    dt = F.pad(dt.to(f), pad[2:])
+    B = F.pad(_heads(B.to(f), H), pad)
+    C = F.pad(_heads(C.to(f), H), pad)
+    nc = Lp // Q
+    N = B.shape[-1]
+    xdt = (x * dt.unsqueeze(-1)).view(Bz, nc, Q, H, P)  # input scaled by its step
+    B, C = B.view(Bz, nc, Q, H, N), C.view(Bz, nc, Q, H, N)
+    log_a = (dt * A.to(f)).view(Bz, nc, Q, H).permute(0, 3, 1, 2)  # (B, H, nc, Q) <= 0
+    cum = torch.cumsum(log_a, dim=-1)  # (B, H, nc, Q)
+
+    # 1. inside each chunk: the masked "attention" form
+    decay = torch.exp(segsum(log_a))  # (B, H, nc, Q, Q), 0 above the diagonal
+    scores = torch.einsum("bcqhn,bcshn->bhcqs", C, B) * decay
+    y = torch.einsum("bhcqs,bcshp->bcqhp", scores, xdt)
+
+    # 2. each chunk's final state from its own inputs, decayed to the chunk end (exponent <= 0)
+    to_end = torch.exp(cum[..., -1:] - cum)  # (B, H, nc, Q)
+    states = torch.einsum("bcqhn,bhcq,bcqhp->bchpn", B, to_end, xdt)  # (B, nc, H, P, N)
+
+    if nc > 1:
+        # 3. carry across chunks: a short loop over chunks, with each chunk's total decay
+        chunk_decay = torch.exp(cum[..., -1]).permute(0, 2, 1)[..., None, None]  # (B, nc, H, 1, 1)
+        carried = [states.new_zeros(Bz, H, P, N)]
+        for k in range(1, nc):
+            carried.append(chunk_decay[:, k - 1] * carried[-1] + states[:, k - 1])
+        incoming = torch.stack(carried[1:], dim=1)  # (B, nc - 1, H, P, N) entering chunks 1..
+        # 4. the incoming state's contribution to every position of its chunk
+        from_start = torch.exp(cum[:, :, 1:])  # (B, H, nc - 1, Q), exponent <= 0
+        y_in = torch.einsum("bcqhn,bchpn,bhcq->bcqhp", C[:, 1:], incoming, from_start)
+        y = torch.cat([y[:, :1], y[:, 1:] + y_in], dim=1)
+    return y.reshape(Bz, Lp, H, P)[:, :L].to(dtype)
+
+
+def ssd_naive(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+              C: torch.Tensor, state: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: the recurrence, one Python step per time step, in at least fp32.
+
+    Returns ``(y (B, L, H, P), last state (B, H, P, N))``.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    H = x.shape[2]
+    x, dt, A = x.to(dtype), dt.to(dtype), A.to(dtype)
+    B, C = _heads(B.to(dtype), H), _heads(C.to(dtype), H)
+    if state is None:
+        state = x.new_zeros(x.shape[0], H, x.shape[3], B.shape[-1])
+    ys = []
+    for t in range(x.shape[1]):
+        y_t, state = ssd_step(x[:, t], dt[:, t], A, B[:, t], C[:, t], state)
+        ys.append(y_t)
+    return torch.stack(ys, dim=1), state
+
+
+def ssd_step(x_t: torch.Tensor, dt_t: torch.Tensor, A: torch.Tensor, B_t: torch.Tensor,
+             C_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step: ``x_t (B, H, P)``, ``dt_t (B, H)``, ``B_t, C_t (B, G, N)``, state
+    ``(B, H, P, N)`` (kept in its own dtype). Returns ``(y_t (B, H, P), new state)``."""
+    H = x_t.shape[1]
+    f = state.dtype
+    B_t = B_t.to(f).repeat_interleave(H // B_t.shape[1], dim=1)  # (B, H, N)
+    C_t = C_t.to(f).repeat_interleave(H // C_t.shape[1], dim=1)
+    dt_t = dt_t.to(f)
+    a = torch.exp(dt_t * A.to(f))[..., None, None]  # (B, H, 1, 1)
+    state = a * state + (dt_t.unsqueeze(-1) * x_t.to(f)).unsqueeze(-1) * B_t.unsqueeze(-2)
+    y = (state @ C_t.unsqueeze(-1)).squeeze(-1)  # (B, H, P)
+    return y.to(x_t.dtype), state
