@@ -4,15 +4,20 @@ Layout of a results directory::
 
     suite.json          the suite's name, spec hash and validated spec (refuses other suites)
     jobs/<job_id>.json  one row per job, written to a temporary file, fsynced, renamed
-    results.jsonl       every row, one per line, appended as jobs finish
+    results.jsonl       every row, one per line, appended (and fsynced) as jobs finish
+    .lock               held (flock) by the run writing here; the kernel drops it if that dies
 
-The per-job files are the source of truth: a run that is killed loses no finished row, and a
-second run into the same directory skips every job whose file holds a final status. The JSONL
-is rebuilt from them whenever it is missing rows or ends in a truncated line.
+The per-job files are the source of truth: a run that is killed, even with SIGKILL, loses no
+finished row, and a second run into the same directory skips every job whose file holds a final
+status. The JSONL is rebuilt from them whenever it is missing a row, holds one twice, or ends in
+a truncated line (a writer killed mid-append); a re-run job (``--retry``) replaces its line
+instead of adding a second one. Two runs never write into one directory at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -80,44 +85,109 @@ def write_json_atomic(path: str | os.PathLike, obj: dict[str, Any]) -> None:
     write_text_atomic(path, dumps(obj))
 
 
+def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The rows of a JSONL file, and (line number, problem) for every line that is not a JSON
+    object: a truncated last line (a writer killed mid-append) is reported, never fatal."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], []
+    rows, problems = [], []
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            last = number == len(lines)  # no newline after it: the append was cut short
+            problems.append((number, "truncated line (a writer was killed mid-append)" if last
+                             else "not valid JSON"))
+            continue
+        if not isinstance(row, dict):
+            problems.append((number, f"a JSON {type(row).__name__}, not an object"))
+            continue
+        rows.append(row)
+    if data and not data.endswith(b"\n") and not problems:
+        problems.append((len(lines), "last line has no newline"))
+    return rows, problems
+
+
 class ResultStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.jobs_dir = self.root / "jobs"
         self.jsonl = self.root / "results.jsonl"
         self.manifest = self.root / "suite.json"
+        self.lock_path = self.root / ".lock"
+        self._lock_fd: int | None = None
 
     # --- opening ----------------------------------------------------------------------------
     def open_for(self, suite_name: str, spec_hash: str, spec: dict[str, Any]) -> None:
-        """Create the directory, or check that it belongs to the same suite."""
+        """Create the directory, or check that it belongs to the same suite; then take the lock,
+        clear what killed writers left and repair the JSONL. Nothing is written before every
+        check has passed."""
         if self.root.exists() and not self.root.is_dir():
             raise SpecError("--out", str(self.root), "must be a directory (it is a file)")
+        existing = None
         if self.manifest.exists():
             try:
                 existing = json.loads(self.manifest.read_text(encoding="utf-8"))
             except (OSError, ValueError):
+                existing = None
+            if not isinstance(existing, dict) or not isinstance(existing.get("suite"), str):
                 raise SpecError("--out", str(self.root),
-                                "holds an unreadable suite.json; use a fresh directory") from None
-            if existing.get("suite") != suite_name:
+                                "holds an unreadable suite.json; use a fresh directory")
+            if existing["suite"] != suite_name:
                 raise SpecError("--out", str(self.root),
-                                f"holds results of suite {existing.get('suite')!r}, not "
+                                f"holds results of suite {existing['suite']!r}, not "
                                 f"{suite_name!r}; choose another directory")
-            if existing.get("spec_hash") != spec_hash:
-                history = existing.setdefault("previous_spec_hashes", [])
-                history.append(existing["spec_hash"])
-                existing.update(spec_hash=spec_hash, spec=spec)
-                write_json_atomic(self.manifest, existing)
-        else:
-            if self.root.exists() and any(self.root.iterdir()):
-                if not self.jobs_dir.exists():
-                    raise SpecError("--out", str(self.root),
-                                    "is a non-empty directory that is not a seqbench results "
-                                    "directory; choose an empty or new one")
-            self.root.mkdir(parents=True, exist_ok=True)
+        elif self.root.exists() and any(self.root.iterdir()) and not self.jobs_dir.exists():
+            raise SpecError("--out", str(self.root),
+                            "is a non-empty directory that is not a seqbench results "
+                            "directory; choose an empty or new one")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock()
+        if existing is None:
             write_json_atomic(self.manifest,
                               {"suite": suite_name, "spec_hash": spec_hash, "spec": spec})
+        elif existing.get("spec_hash") != spec_hash:
+            history = existing.setdefault("previous_spec_hashes", [])
+            history.append(existing.get("spec_hash"))
+            existing.update(spec_hash=spec_hash, spec=spec)
+            write_json_atomic(self.manifest, existing)
         self.jobs_dir.mkdir(exist_ok=True)
+        self.remove_stale_temporaries()
         self.repair()
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the directory until :meth:`close` or this process ends."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SpecError("--out", str(self.root),
+                            f"is being written by another seqbench run (pid {holder}); wait for "
+                            "it to finish or choose another directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of writers that were killed before their rename."""
+        for folder in (self.root, self.jobs_dir):
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     # --- reading ----------------------------------------------------------------------------
     def job_path(self, job_id: str) -> Path:
@@ -128,10 +198,12 @@ class ResultStore:
         out = []
         for path in sorted(self.jobs_dir.glob("*.json")):
             try:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
+                row = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue  # a half-written file cannot exist (atomic rename); skip foreign junk
-        out.sort(key=lambda r: (r.get("started_at", ""), r.get("job_id", "")))
+            if isinstance(row, dict) and "job_id" in row:
+                out.append(row)
+        out.sort(key=lambda r: (str(r.get("started_at", "")), str(r.get("job_id", ""))))
         return out
 
     def finished(self) -> dict[str, str]:
@@ -140,7 +212,14 @@ class ResultStore:
 
     # --- writing ----------------------------------------------------------------------------
     def write(self, row: dict[str, Any]) -> None:
-        write_json_atomic(self.job_path(row["job_id"]), row)
+        """Record a row: its job file first (atomic), then its JSONL line (fsynced). A job that
+        was recorded before (``--retry``) has its line replaced, never duplicated."""
+        path = self.job_path(row["job_id"])
+        rerun = path.exists()
+        write_json_atomic(path, row)
+        if rerun:
+            self.rebuild_jsonl()
+            return
         line = (dumps(row) + "\n").encode("utf-8")
         fd = os.open(self.jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -149,27 +228,16 @@ class ResultStore:
         finally:
             os.close(fd)
 
-    def repair(self) -> bool:
-        """Rebuild results.jsonl from the job files if it lacks a row or ends mid-line."""
-        rows = self.rows()
-        ids = [r.get("job_id") for r in rows]
-        try:
-            data = self.jsonl.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        lines = data.split(b"\n")
-        ok = data.endswith(b"\n") or not data
-        seen = set()
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                seen.add(json.loads(line)["job_id"])
-            except (ValueError, KeyError, TypeError):
-                ok = False
-        if ok and set(ids) <= seen:
-            return False
-        text = "".join(dumps(r) + "\n" for r in rows)
-        write_text_atomic(self.jsonl, text)
-        return True
+    def rebuild_jsonl(self) -> None:
+        write_text_atomic(self.jsonl, "".join(dumps(r) + "\n" for r in self.rows()))
 
+    def repair(self) -> bool:
+        """Rebuild results.jsonl from the job files if it lacks a row, holds one twice or a row
+        no job file has, or has a line that is not a row (a truncated append). True if rebuilt."""
+        ids = [r.get("job_id") for r in self.rows()]
+        lines, problems = read_jsonl(self.jsonl)
+        seen = [r.get("job_id") for r in lines]
+        if not problems and len(seen) == len(set(seen)) and set(seen) == set(ids):
+            return False
+        self.rebuild_jsonl()
+        return True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a spec file, or the name of a shipped spec (default: quick)")
     p.add_argument("-o", "--out", default=None,
                    help="results directory (default: results/<suite name>)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="jobs run at once (default 1: parallel jobs disturb each other's timings)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="jobs run at once (local default 1: parallel jobs disturb each other's "
+                        "timings; ray default: as many as the cluster's CPUs or GPUs hold)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine; ray: Ray tasks on a local or "
+                        "existing Ray cluster (pip install 'seqbench[ray]')")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: the cluster to join (host:port, ray://host:port or "
+                        "auto); default: start a local Ray")
+    p.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS",
+                   help="per-job timeout, overriding the spec's timeout_s (default 1800 s)")
+    p.add_argument("--max-retries", type=non_negative_int, default=2,
+                   help="with --executor ray: times a job is resubmitted after its Ray worker "
+                        "crashed (default 2); application errors and OOM kills are not retried")
     p.add_argument("--retry", action="store_true",
                    help="rerun jobs whose recorded status is not ok")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
@@ -28,9 +42,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the report (figures, tables) written after the sweep")
 
 
+def _bounded(kind: type, allowed: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type whose error names the value and what is allowed (one line, exit 2)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"got {text!r}; {allowed}")
+        return value
+
+    return parse
+
+
+positive_int = _bounded(int, "must be a positive integer", lambda v: v >= 1)
+non_negative_int = _bounded(int, "must be an integer >= 0", lambda v: v >= 0)
+positive_float = _bounded(float, "must be a positive, finite number of seconds",
+                          lambda v: 0 < v < math.inf)  # NaN fails both comparisons
+
+
 def check_args(args: argparse.Namespace) -> None:
-    if args.workers < 1:
-        raise SpecError("--workers", args.workers, "must be a positive integer")
+    if args.address is not None and args.executor != "ray":
+        raise SpecError("--address", args.address, "only used with --executor ray")
+    if args.address is not None and not _valid_address(args.address):
+        raise SpecError("--address", args.address,
+                        "must be host:port, ray://host:port or auto")
+
+
+def _valid_address(address: str) -> bool:
+    if address == "auto":
+        return True
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def make_executor(args: argparse.Namespace):
+    """The executor the flags ask for (Ray is imported only when asked for)."""
+    if args.executor == "ray":
+        from seqbench.ray_executor import RayExecutor
+
+        return RayExecutor(address=args.address, workers=args.workers,
+                           max_retries=args.max_retries)
+    return LocalExecutor(args.workers or 1)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,6 +95,8 @@ def main(args: argparse.Namespace) -> int:
     check_args(args)
     suite, path = load_suite(args.spec)
     jobs = expand(suite, str(path))
+    if args.timeout is not None:  # timeout_s stays out of config hashes: same job ids
+        jobs = [{**job, "timeout_s": args.timeout} for job in jobs]
     out = Path(args.out) if args.out else Path("results") / suite.name
     if args.dry_run:
         for job in jobs:
@@ -47,19 +104,25 @@ def main(args: argparse.Namespace) -> int:
                           f"{job['model']['name']} seed={job['seed']}")
         console.print(f"{len(jobs)} jobs")
         return 0
+    executor = make_executor(args)  # before anything is written: a missing Ray is bad input
     store = ResultStore(out)
     s_hash = spec_hash(suite)
     store.open_for(suite.name, s_hash, suite.model_dump(mode="json"))
-    finished = store.finished()
-    todo = [j for j in jobs if job_id(j) not in finished
-            or (args.retry and finished[job_id(j)] != "ok")]
-    skipped = len(jobs) - len(todo)
-    context: dict[str, Any] = {"suite": suite.name, "spec_hash": s_hash, **code_provenance()}
-    console.print(f"seqbench: suite [bold]{suite.name}[/] ({path}), {len(jobs)} jobs, "
-                  f"{skipped} already recorded, {len(todo)} to run -> {out}")
-    started = time.perf_counter()
-    run_with_progress(LocalExecutor(args.workers), todo, context, store, console)
-    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    try:
+        finished = store.finished()
+        todo = [j for j in jobs if job_id(j) not in finished
+                or (args.retry and finished[job_id(j)] != "ok")]
+        context: dict[str, Any] = {"suite": suite.name, "spec_hash": s_hash,
+                                   **code_provenance()}
+        console.print(f"seqbench: suite [bold]{suite.name}[/] ({path}), {len(jobs)} jobs, "
+                      f"{len(jobs) - len(todo)} already recorded, {len(todo)} to run -> {out}"
+                      f" ({executor.name} executor)")
+        started = time.perf_counter()
+        if todo:
+            run_with_progress(executor, todo, context, store, console)
+        console.print(f"done in {time.perf_counter() - started:.0f} s")
+    finally:
+        store.close()
     print_summary(store, console)
     if not args.no_report:
         write_report(out, console)
@@ -69,8 +132,14 @@ def main(args: argparse.Namespace) -> int:
 
 def run_with_progress(executor, jobs: list[dict[str, Any]], context: dict[str, Any],
                       store: ResultStore, console) -> None:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
