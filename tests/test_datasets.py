@@ -303,15 +303,26 @@ def test_digits_shapes_splits_and_baseline(digits):
     eval_y = digits.splits["eval"][1]
     majority = int(torch.bincount(digits.splits["train"][1]).argmax())
     assert digits.info.baselines["accuracy"] == pytest.approx((eval_y == majority).double().mean())
-    assert eval_y[:8].tolist() == [2, 6, 9, 6, 9, 1, 4, 8]  # pinned: split_seed 0 never moves
+    assert eval_y[:8].tolist() == [1, 5, 0, 0, 0, 8, 3, 0]  # pinned: split_seed 0 never moves
 
 
-def test_splits_are_disjoint_cover_everything_and_depend_only_on_split_seed():
-    rest, test = holdout(1797, 360, 0, "digits/test")
+@pytest.mark.parametrize("stratified", [False, True], ids=["plain", "stratified"])
+def test_splits_are_disjoint_cover_everything_and_depend_only_on_split_seed(stratified):
+    labels = np.arange(1797) % 7 if stratified else None
+    rest, test = holdout(1797, 360, 0, "s", labels=labels)
     assert len(set(rest) & set(test)) == 0 and len(rest) + len(test) == 1797
-    again, _ = holdout(1797, 360, 0, "digits/test")
-    other, _ = holdout(1797, 360, 1, "digits/test")
+    assert len(test) == 360
+    again, _ = holdout(1797, 360, 0, "s", labels=labels)
+    other, _ = holdout(1797, 360, 1, "s", labels=labels)
     assert np.array_equal(rest, again) and not np.array_equal(rest, other)
+
+
+def test_stratified_holdout_keeps_class_shares_on_a_tiny_set():
+    labels = np.array([0] * 24 + [1] * 26)  # GunPoint's train split
+    _, held = holdout(50, 10, 0, "s", labels=labels)
+    assert np.bincount(labels[held]).tolist() == [5, 5]
+    _, held = holdout(50, 7, 3, "s", labels=labels)
+    assert sorted(np.bincount(labels[held]).tolist()) == [3, 4]
 
 
 def test_digits_split_seed_changes_the_held_out_examples(digits):
@@ -406,6 +417,7 @@ def test_ucr_gunpoint_from_sktime_offline():
     pytest.importorskip("sktime")
     task = build_task("ucr", 150, {"dataset": "GunPoint"})
     assert task.split_sizes() == {"train": 40, "eval": 10, "test": 150}
+    assert task.splits["eval"][1].bincount().tolist() == [5, 5]  # stratified
     x, y = next(task.eval_batches(0, 200, 200, "cpu", split="test"))
     assert x.shape == (150, 150, 1) and set(y.tolist()) == {0, 1}
     vowels = build_task("ucr", 29, {"dataset": "JapaneseVowels"})

@@ -6,7 +6,8 @@ the official training data with the task param ``split_seed``, or the dataset's 
 set where it defines one); ``"test"`` is the official test split. Splits are disjoint, depend
 only on ``split_seed`` (never on the job seed, so every seed is scored on the same held-out
 examples) and are stable across numpy/torch versions: example ``i`` goes where the hash of
-``(split_seed, stream, i)`` ranks it, not where a library RNG puts it.
+``(split_seed, stream, i)`` ranks it, not where a library RNG puts it. Held-out sets carved
+from a labelled training set are stratified by class.
 
 Batches. Training draws epochs of a permutation seeded by the job seed (every example once per
 epoch, full batches only, infinitely); evaluation yields the first ``n_examples`` of a split in
@@ -44,11 +45,31 @@ def stable_order(keys: list[str] | int, seed: int, stream: str) -> np.ndarray:
     return np.array(sorted(range(len(names)), key=digests.__getitem__), dtype=np.int64)
 
 
-def holdout(keys: list[str] | int, n_holdout: int, seed: int, stream: str
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into ``(kept, held_out)``, each sorted, ``len(held_out) == n_holdout``."""
-    order = stable_order(keys, seed, stream)
-    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+def holdout(keys: list[str] | int, n_holdout: int, seed: int, stream: str,
+            labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into ``(kept, held_out)``, each sorted, ``len(held_out) == n_holdout``.
+
+    With ``labels``, the split is stratified: every class gives its share of ``n_holdout``
+    (largest remainders round), so a small held-out set is not skewed by chance (GunPoint's
+    10 validation series drawn at random can be 9 of one class).
+    """
+    names = [str(i) for i in range(keys)] if isinstance(keys, int) else list(keys)
+    if labels is None:
+        order = stable_order(names, seed, stream)
+        return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n_holdout / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    for i in np.argsort(-(quota - take), kind="stable")[:n_holdout - int(take.sum())]:
+        take[i] += 1
+    held = []
+    for c, k in zip(classes, take, strict=True):
+        members = np.flatnonzero(labels == c)
+        order = stable_order([names[i] for i in members], seed, f"{stream}/{c}")
+        held.extend(members[order[:k]].tolist())
+    held_out = np.sort(np.array(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(names)), held_out), held_out
 
 
 def check_params(cls: type, params: dict[str, Any], task: str) -> None:

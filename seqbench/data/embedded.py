@@ -47,8 +47,9 @@ from seqbench.errors import SpecError
 class _DigitsBase(PixelTask):
     """scikit-learn's digits, 1,797 images of 8x8 pixels with intensities 0..16, 10 classes.
 
-    Input ``(B, 64, 1)``: intensity / 16, row by row. Splits (by ``split_seed``): 360 test,
-    180 eval (validation), 1,257 train. Baselines: majority class of the train split.
+    Input ``(B, 64, 1)``: intensity / 16, row by row. Splits (by ``split_seed``, stratified by
+    class): 360 test, 180 eval (validation), 1,257 train. Baselines: majority class of the
+    train split.
     """
 
     manifest_name = "digits"
@@ -62,8 +63,8 @@ class _DigitsBase(PixelTask):
         bunch = datasets.load_digits()
         x = bunch.data.astype(np.uint8)  # (1797, 64), values 0..16
         y = bunch.target.astype(np.int64)
-        rest, test = holdout(len(x), self.N_TEST, split_seed, "digits/test")
-        keep, val = holdout(len(rest), self.N_EVAL, split_seed, "digits/eval")
+        rest, test = holdout(len(x), self.N_TEST, split_seed, "digits/test", labels=y)
+        keep, val = holdout(len(rest), self.N_EVAL, split_seed, "digits/eval", labels=y[rest])
         train, val = rest[keep], rest[val]
         self.set_pixels({"train": (x[train], y[train]), "eval": (x[val], y[val]),
                          "test": (x[test], y[test])}, 10, permutation_seed)
@@ -128,8 +129,9 @@ class UCR(ClassificationTask):
 
     Input ``(B, L, C)`` float, standardised per channel with the train split's mean and standard
     deviation. Splits: the archive's own test split is ``"test"``; ``val_fraction`` of its train
-    split (by ``split_seed``, at least one example) is ``"eval"``. ``seq_len`` must be the
-    dataset's length (its longest series for JapaneseVowels and PLAID, the rest left-padded).
+    split (by ``split_seed``, stratified by class, at least one example) is ``"eval"``.
+    ``seq_len`` must be the dataset's length (its longest series for JapaneseVowels and PLAID,
+    the rest left-padded).
     Sizes are tiny (GunPoint trains on 40 series), so expect noisy metrics: use several seeds.
     """
 
@@ -153,9 +155,10 @@ class UCR(ClassificationTask):
         real = np.concatenate([s.reshape(channels, -1) for s in train_x], axis=1)
         mean, std = real.mean(axis=1), real.std(axis=1) + 1e-8  # per channel, padding excluded
         n_val = max(1, round(val_fraction * len(train_x)))
-        keep, val = holdout(len(train_x), n_val, split_seed, f"ucr/{dataset}/eval")
         labels = {"train": np.array([index[v] for v in train_y]),
                   "test": np.array([index[v] for v in test_y])}
+        keep, val = holdout(len(train_x), n_val, split_seed, f"ucr/{dataset}/eval",
+                            labels=labels["train"])
 
         masks = {"train": self._mask(train_x, length), "test": self._mask(test_x, length)}
 

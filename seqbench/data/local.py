@@ -19,8 +19,9 @@ one line naming the file, the path and how to get it.
   divisor of it by average pooling), with the dataset's own validation and test lists.
 
 ``"eval"`` is the validation split everywhere: carved from the official training set by
-``split_seed`` for MNIST (5,000), CIFAR-10 (5,000) and IMDB (2,500) (a fifth of the training
-set if that is smaller), the dataset's own validation part for the others. ``"test"`` is the
+``split_seed``, stratified by class, for MNIST (5,000), CIFAR-10 (5,000) and IMDB (2,500) (a
+fifth of the training set if that is smaller), the dataset's own validation part for the
+others. ``"test"`` is the
 official test set.
 """
 
@@ -118,7 +119,8 @@ class _MNISTBase(LocalData, PixelTask):
 
         x, y = images_labels("train")
         test = images_labels("t10k")
-        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "mnist/eval")
+        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "mnist/eval",
+                            labels=y)
         self.set_pixels({"train": (x[keep], y[keep]), "eval": (x[val], y[val]), "test": test},
                         10, permutation_seed)
 
@@ -201,7 +203,8 @@ class SequentialCIFAR(LocalData, PixelTask):
         x = np.concatenate([b[0] for b in batches])
         y = np.concatenate([b[1] for b in batches])
         test_x, test_y = read_cifar_batch(self.path_of(manifest, root, "/test_batch"))
-        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "cifar10/eval")
+        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "cifar10/eval",
+                            labels=y)
 
         def pixels(images: np.ndarray) -> np.ndarray:  # (N, 3, 32, 32) -> (N, 1024, C)
             seq = images.reshape(len(images), 3, 1024).transpose(0, 2, 1)
@@ -244,7 +247,8 @@ class IMDBBytes(LocalData, ClassificationTask):
         _, root = self.data_files()
         names, texts, y = read_imdb(root, "train")
         _, test_texts, test_y = read_imdb(root, "test")
-        keep, val = holdout(names, min(self.N_EVAL, len(names) // 5), split_seed, "imdb/eval")
+        keep, val = holdout(names, min(self.N_EVAL, len(names) // 5), split_seed, "imdb/eval",
+                            labels=y)
         x = self._encode(texts)
         self.splits = {
             "train": (x[keep], torch.from_numpy(y[keep])),
