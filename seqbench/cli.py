@@ -15,6 +15,7 @@ from seqbench.errors import SeqbenchError
 # subcommand -> (module, one-line help); the module is imported only when its command runs
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("seqbench.commands.run", "run a spec (default: the quick CPU suite)"),
+    "scale": ("seqbench.commands.scale", "run a scaling spec to each model's memory frontier"),
     "list": ("seqbench.commands.list_", "list tasks, models and specs"),
     "env": ("seqbench.commands.env", "show provenance and which kernel backends are importable"),
     "report": ("seqbench.commands.report", "Markdown/LaTeX/HTML report and figures from results"),

@@ -4,11 +4,12 @@ Rules (DESIGN.md, "Measuring honestly"):
 - warm up before timing, and keep the first call's time apart instead of hiding it;
 - time many repeats; report the median and 20th/80th percentiles; stop once IQR/median is
   below a tolerance or the time budget runs out;
-- on CUDA, synchronize around each timed region (kernels are asynchronous), reset the peak
-  memory counters right before the measured phase and read ``max_memory_allocated`` and
-  ``max_memory_reserved`` after it, in bytes;
+- on CUDA, time each region with CUDA events after a synchronize (kernels are asynchronous),
+  reset the peak memory counters right before the measured phase and read
+  ``max_memory_allocated`` and ``max_memory_reserved`` after it, in bytes;
 - on CPU, peak memory is the worker's peak RSS (``os.wait4`` rusage, in the executor) minus the
-  peak RSS of an idle worker with the same imports.
+  peak RSS of an idle worker with the same imports; a per-worker cap (``RLIMIT_DATA``, set by
+  the executor) makes allocations past it fail, so the out-of-memory frontier exists on CPU too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def timing_method(device: torch.device | str) -> str:
-    return "cuda-synchronize+perf_counter" if is_cuda(device) else "perf_counter"
+    return "cuda-events after synchronize" if is_cuda(device) else "perf_counter"
 
 
 @dataclass
@@ -42,6 +43,12 @@ class Samples:
 
     first_s: float = math.nan
     samples_s: list[float] = field(default_factory=list)
+    warmup_s: list[float] = field(default_factory=list)  # every warm-up call, first included
+
+    @property
+    def total_s(self) -> float:
+        """Seconds spent inside timed regions, warm-up included (for overhead accounting)."""
+        return float(sum(self.warmup_s) + sum(self.samples_s))
 
     @property
     def median_s(self) -> float:
@@ -60,7 +67,10 @@ class Samples:
     def fields(self, prefix: str, tokens: int) -> dict[str, Any]:
         """Row fields: ``<prefix>_step_s_*`` and ``<prefix>_tokens_per_s*`` (tokens per step)."""
         med, p20, p80 = self.median_s, self.percentile_s(20), self.percentile_s(80)
-        per_s = (lambda s: tokens / s if s and s > 0 and math.isfinite(s) else math.nan)
+
+        def per_s(s: float) -> float:
+            return tokens / s if s and s > 0 and math.isfinite(s) else math.nan
+
         return {
             f"{prefix}_step_s_median": med,
             f"{prefix}_step_s_p20": p20,
@@ -73,25 +83,51 @@ class Samples:
 
 
 def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, Any]:
-    """Run ``fn`` once and return (seconds, result), synchronizing on CUDA on both sides."""
-    synchronize(device)
-    start = time.perf_counter()
+    """Run ``fn`` once and return (seconds, result).
+
+    CUDA: synchronize first (nothing queued earlier is counted), record an event before and
+    after ``fn``, wait for the second and read the GPU time between them (milliseconds -> s).
+    CPU: ``perf_counter`` around the call.
+    """
+    if is_cuda(device):
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3, out
+    start_s = time.perf_counter()
     out = fn()
-    synchronize(device)
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start_s, out
 
 
 def repeat(fn: Callable[[], Any], device: torch.device | str, *, warmup: int = 1,
            min_repeats: int = 5, max_repeats: int = 100, budget_s: float = 2.0,
-           iqr_tolerance: float = 0.1) -> Samples:
+           iqr_tolerance: float = 0.1, max_warmup: int | None = None,
+           settle_tolerance: float = 0.1) -> Samples:
     """Adaptive repeats: warm-up calls (the first kept as ``first_s``), then timed calls until
     the spread is below ``iqr_tolerance`` (after ``min_repeats``), ``max_repeats`` is reached,
-    or ``budget_s`` has been spent on timed calls."""
+    or ``budget_s`` has been spent on timed calls.
+
+    Warm-up makes at least ``warmup`` calls and, up to ``max_warmup``, continues while a call's
+    time still differs from the previous one by more than ``settle_tolerance`` (relative): lazy
+    initialisation, autotuning and allocator growth settle before anything is kept.
+    """
     out = Samples()
-    for i in range(max(warmup, 1)):
+    warmup = max(warmup, 1)
+    max_warmup = warmup if max_warmup is None else max(max_warmup, warmup)
+    while True:
         seconds, _ = timed(fn, device)
-        if i == 0:
-            out.first_s = seconds
+        out.warmup_s.append(seconds)
+        n = len(out.warmup_s)
+        if n >= max_warmup:
+            break
+        if n >= max(warmup, 2):
+            prev = out.warmup_s[-2]
+            if prev > 0 and abs(seconds - prev) / prev <= settle_tolerance:
+                break
+    out.first_s = out.warmup_s[0]
     spent = 0.0
     while len(out.samples_s) < max_repeats:
         seconds, _ = timed(fn, device)
@@ -132,3 +168,4 @@ class CudaMemory:
 
 
 CPU_MEM_METHOD = "peak RSS (wait4 rusage) minus idle-worker baseline"
+

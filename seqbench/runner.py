@@ -38,9 +38,8 @@ def is_oom(exc: BaseException) -> bool:
     if hasattr(torch.cuda, "OutOfMemoryError") and isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "Cannot allocate memory" in text
-    )
+    markers = ("out of memory", "can't allocate memory", "Cannot allocate memory")
+    return isinstance(exc, RuntimeError) and any(m in text for m in markers)
 
 
 def base_row(job: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +167,20 @@ def run_train(job: dict[str, Any], row: dict[str, Any], device: torch.device) ->
     row["status"] = "ok"
 
 
-RUNNERS = {"train": run_train}  # job kind -> function(job, row, device)
+def _scaling(name: str):
+    """A runner of :mod:`seqbench.scaling`, imported when a job of its kind runs."""
+
+    def run(job: dict[str, Any], row: dict[str, Any], device: torch.device) -> None:
+        from seqbench import scaling
+
+        getattr(scaling, name)(job, row, device)
+
+    run.__name__ = name
+    return run
+
+
+# job kind -> function(job, row, device)
+RUNNERS = {"train": run_train, "scale": _scaling("run_scale"), "stream": _scaling("run_stream")}
 
 
 def run_job(job: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:

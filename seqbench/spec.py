@@ -4,6 +4,11 @@ A spec is a sweep: tasks x lengths x models x seeds. Validation refuses unknown 
 types, out-of-range values, duplicates and empty sweeps with one line naming the field, the value
 and what is allowed (:class:`~seqbench.errors.SpecError`, exit code 2), before any job runs.
 
+``kind: scale`` suites sweep lengths instead of listing them: for each model the length doubles
+from ``scale.start_len`` to ``scale.max_len`` (``scale`` jobs: training step and forward pass)
+and streaming inference is measured at ``scale.stream_positions`` (``stream`` jobs); the driver
+in :mod:`seqbench.scaling` stops a model's sweep at its memory or time frontier.
+
 A *job* is a fully resolved, JSON-serialisable dict. Its ``config_hash`` is the sha256 of its
 canonical JSON without the seed; the spec format version and the task's version are part of it,
 so a changed task definition never mixes with old rows.
@@ -59,6 +64,44 @@ class MeasureSpec(_Strict):
     cudnn_benchmark: bool = False
 
 
+StopReason = Literal["oom", "timeout", "slow", "error", "diverged"]
+
+
+class ScaleSpec(_Strict):
+    """The length sweep of a ``kind: scale`` suite (see :mod:`seqbench.scaling`)."""
+
+    start_len: PositiveInt = 256
+    max_len: PositiveInt = 131072  # lengths start_len x 2^k up to this, unless the frontier ends it
+    batch_policy: Literal["fixed-batch", "fixed-tokens"] = "fixed-tokens"
+    batch_size: PositiveInt = 8  # fixed-batch: sequences per batch at every length
+    tokens_per_batch: PositiveInt = 16384  # fixed-tokens: batch = max(1, this // input length)
+    # CPU workers' data segment limit (RLIMIT_DATA, imports included: about 0.25 GiB of it);
+    # allocations past it fail and the row says oom (0 = no cap)
+    mem_cap_gib: float = Field(0.0, ge=0)
+    forward: bool = True  # also time forward-only passes (inference mode)
+    warmup_steps: PositiveInt = 1  # warm-up calls at least, the first kept apart
+    max_warmup_steps: PositiveInt = 5  # ... and more until consecutive calls agree within 10%
+    min_repeats: PositiveInt = 3  # timed calls per mode (training step, forward, stream step)
+    max_repeats: PositiveInt = 50
+    budget_s: float = Field(2.0, gt=0)  # timed seconds per mode, after min_repeats
+    max_step_s: float = Field(30.0, gt=0)  # a slower median training step is the time frontier
+    stop_on: list[StopReason] = Field(default_factory=lambda: ["oom", "timeout", "slow"])
+    after_stop: Literal["skip", "run"] = "skip"  # longer lengths: `skipped` rows, or run anyway
+    stream_positions: list[PositiveInt] = Field(default_factory=lambda: [1024, 4096, 16384])
+    stream_batch: PositiveInt = 1
+
+    def lengths(self) -> list[int]:
+        doublings = (self.max_len // self.start_len).bit_length()
+        return [self.start_len << k for k in range(doublings)]
+
+    @field_validator("stream_positions")
+    @classmethod
+    def _unique_positions(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat a position")
+        return sorted(v)
+
+
 class ModelSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -67,13 +110,13 @@ class ModelSpec(_Strict):
 class TaskSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    seq_lens: list[PositiveInt] = Field(min_length=1)
+    seq_lens: list[PositiveInt] | None = Field(None, min_length=1)  # kind scale: from `scale`
     train: dict[str, Any] = Field(default_factory=dict)  # per-task override of the suite's train
 
     @field_validator("seq_lens")
     @classmethod
-    def _unique_lengths(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
+    def _unique_lengths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
             raise ValueError("must not repeat a length")
         return v
 
@@ -82,7 +125,7 @@ class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)
     version: PositiveInt = 1
     description: str = ""
-    kind: Literal["train"] = "train"
+    kind: Literal["train", "scale"] = "train"
     seeds: list[NonNegativeInt] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -90,6 +133,7 @@ class Suite(_Strict):
     tasks: list[TaskSpec] = Field(min_length=1)
     train: TrainSpec = Field(default_factory=TrainSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    scale: ScaleSpec | None = None  # kind scale only
     timeout_s: float = Field(1800.0, gt=0)  # per job, enforced by the executor
 
     @field_validator("seeds")
@@ -128,19 +172,21 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
             return ""
         ann = field.annotation
         args = getattr(ann, "__args__", ())
-        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
-                       None)
+        current = next((a for a in (ann, *args)
+                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if current is None:
             return ""
     return ", ".join(current.model_fields) if current is not None else ""
 
 
-def _spec_error(exc: ValidationError, source: str, model: type[BaseModel] = None) -> SpecError:
+def _spec_error(exc: ValidationError, source: str,
+                model: type[BaseModel] | None = None) -> SpecError:
     err = exc.errors()[0]
     field = _loc(err["loc"]) or "spec"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model or Suite, err["loc"])
-        return SpecError(field, err["loc"][-1], f"unknown key; allowed keys: {allowed}", source=source)
+        return SpecError(field, err["loc"][-1], f"unknown key; allowed keys: {allowed}",
+                         source=source)
     msg = err["msg"]
     msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
     return SpecError(field, err.get("input"), msg.lower(), source=source)
@@ -155,7 +201,8 @@ def find_spec(name_or_path: str | None) -> Path:
     shipped = resources.files("seqbench.specs") / f"{name_or_path}.yaml"
     if shipped.is_file():
         return Path(str(shipped))
-    raise SpecError("spec", name_or_path, f"not a file; shipped specs: {', '.join(shipped_specs())}")
+    raise SpecError("spec", name_or_path,
+                    f"not a file; shipped specs: {', '.join(shipped_specs())}")
 
 
 def shipped_specs() -> list[str]:
@@ -213,28 +260,70 @@ def task_train(suite: Suite, i: int, source: str) -> TrainSpec:
                         source=source) from None
 
 
+def check_kind(suite: Suite, source: str) -> None:
+    """Fields that belong to one kind of suite only."""
+    if suite.kind == "train":
+        if suite.scale is not None:
+            raise SpecError("scale", "...", "only for kind: scale", source=source)
+        for i, t in enumerate(suite.tasks):
+            if t.seq_lens is None:
+                raise SpecError(f"tasks[{i}].seq_lens", None, "required for kind: train",
+                                source=source)
+        return
+    for i, t in enumerate(suite.tasks):
+        if t.seq_lens is not None:
+            raise SpecError(f"tasks[{i}].seq_lens", t.seq_lens, "kind: scale takes its lengths "
+                            "from scale.start_len and scale.max_len", source=source)
+    scale = suite.scale or ScaleSpec()
+    if scale.max_len < scale.start_len:
+        raise SpecError("scale.max_len", scale.max_len, f"must be >= start_len={scale.start_len}",
+                        source=source)
+    unused = {"measure": (suite.measure, {"warmup_steps", "fwd_min_repeats", "fwd_max_repeats",
+                                          "fwd_budget_s"}),
+              "train": (suite.train, {"steps", "batch_size", "eval_examples", "eval_batch_size"})}
+    for block, (spec, keys) in unused.items():
+        for key in sorted(spec.model_fields_set & keys):
+            raise SpecError(f"{block}.{key}", getattr(spec, key), "not used by kind: scale (set "
+                            "scale.batch_policy/batch_size, warmup_steps, min_repeats, budget_s)",
+                            source=source)
+
+
+def task_lengths(suite: Suite, task: TaskSpec) -> list[int]:
+    """Every length a task runs at: its seq_lens, or a scale sweep's lengths and positions."""
+    if suite.kind == "train":
+        return list(task.seq_lens or [])
+    scale = suite.scale or ScaleSpec()
+    return sorted(set(scale.lengths()) | set(scale.stream_positions))
+
+
 def check_suite(suite: Suite, source: str) -> None:
     """Semantic checks needing the registries: names, params, lengths, data files."""
     from seqbench.data import TASKS
     from seqbench.models import MODELS, split_params
 
+    check_kind(suite, source)
     model_cfgs = []
     for i, m in enumerate(suite.models):
         if m.name not in MODELS:
-            raise SpecError(f"models[{i}].name", m.name, f"known models: {', '.join(MODELS.names())}",
-                            source=source)
+            raise SpecError(f"models[{i}].name", m.name,
+                            f"known models: {', '.join(MODELS.names())}", source=source)
         try:
-            _, mixer_cfg, _ = split_params(m.name, m.params)
+            bb_cfg, mixer_cfg, budget = split_params(m.name, m.params)
         except SpecError as exc:
             raise SpecError(exc.field, exc.value, exc.allowed, source=source) from None
-        model_cfgs.append((m.name, MODELS[m.name].load(), mixer_cfg))
+        mixer_cls = MODELS[m.name].load()
+        multiple = mixer_cls.d_model_multiple(mixer_cfg)
+        if budget is None and bb_cfg.d_model % multiple:
+            raise SpecError(f"models[{i}].params.d_model", bb_cfg.d_model,
+                            f"must be a multiple of {multiple} for {m.name}", source=source)
+        model_cfgs.append((m.name, mixer_cls, mixer_cfg))
     for i, t in enumerate(suite.tasks):
         if t.name not in TASKS:
             raise SpecError(f"tasks[{i}].name", t.name, f"known tasks: {', '.join(TASKS.names())}",
                             source=source)
         task_train(suite, i, source)
         cls = TASKS[t.name].load()
-        for L in t.seq_lens:
+        for L in task_lengths(suite, t):
             try:
                 cls.check(L, t.params)
             except SpecError as exc:
@@ -244,7 +333,8 @@ def check_suite(suite: Suite, source: str) -> None:
             for name, mixer_cls, cfg in model_cfgs:
                 limit = mixer_cls.max_seq_len(cfg)
                 if limit is not None and input_len > limit:
-                    raise SpecError(f"tasks[{i}].seq_lens", L,
+                    where = "seq_lens" if suite.kind == "train" else "scale lengths"
+                    raise SpecError(f"tasks[{i}].{where}", L,
                                     f"{t.name} input length {input_len} exceeds {name}'s "
                                     f"positional table (max_len={limit})", source=source)
 
@@ -279,6 +369,8 @@ def expand(suite: Suite, source: str = "spec") -> list[dict[str, Any]]:
     """The sweep, in order: tasks x lengths x models x seeds (seeds innermost)."""
     from seqbench.data import TASKS
 
+    if suite.kind == "scale":
+        return expand_scale(suite, source)
     device = resolve_device(suite.device)
     jobs = []
     for i, t in enumerate(suite.tasks):
@@ -301,6 +393,57 @@ def expand(suite: Suite, source: str = "spec") -> list[dict[str, Any]]:
                         "seed": seed,
                         "timeout_s": suite.timeout_s,
                     })
+    return jobs
+
+
+GIB = 2**30
+# what a scale job's training step uses from the train block (the rest is about training runs)
+SCALE_TRAIN_KEYS = ("optimizer", "lr", "weight_decay", "betas", "momentum", "clip", "autocast")
+
+
+def expand_scale(suite: Suite, source: str = "spec") -> list[dict[str, Any]]:
+    """A scale suite's jobs: ``scale`` jobs (tasks x lengths x models x seeds, lengths in
+    doubling order), then ``stream`` jobs (tasks x positions x models x seeds). The driver
+    (:class:`seqbench.scaling.FrontierExecutor`) relies on lengths ascending within a model."""
+    from seqbench.data import TASKS
+
+    scale = suite.scale or ScaleSpec()
+    device = resolve_device(suite.device)
+    cap = int(scale.mem_cap_gib * GIB) if device == "cpu" else 0
+    timing = {k: getattr(scale, k) for k in ("warmup_steps", "max_warmup_steps", "min_repeats",
+                                            "max_repeats", "budget_s")}
+    # the batch policy, not the batch: under fixed-tokens the batch varies with the length, and
+    # a job parameter varying along the sweep would split one curve into many configurations
+    policy = ({"batch_policy": "fixed-tokens", "tokens_per_batch": scale.tokens_per_batch}
+              if scale.batch_policy == "fixed-tokens"
+              else {"batch_policy": "fixed-batch", "batch_size": scale.batch_size})
+    how = {"scale": {**policy, "forward": scale.forward, **timing},
+           "stream": {"batch_policy": "fixed-batch", "batch_size": scale.stream_batch, **timing}}
+    jobs = []
+    for kind, lengths in (("scale", scale.lengths()), ("stream", scale.stream_positions)):
+        for i, t in enumerate(suite.tasks):
+            train = task_train(suite, i, source).model_dump()
+            train = {k: train[k] for k in (SCALE_TRAIN_KEYS if kind == "scale" else ("autocast",))}
+            cls = TASKS[t.name].load()
+            for L in lengths:
+                for m in suite.models:
+                    for seed in suite.seeds:
+                        jobs.append({
+                            "spec_format": SPEC_FORMAT_VERSION,
+                            "suite_version": suite.version,
+                            "kind": kind,
+                            "task": {"name": t.name, "version": cls.version, "seq_len": L,
+                                     "params": t.params},
+                            "model": {"name": m.name, "params": m.params},
+                            "train": train,
+                            "measure": suite.measure.model_dump(),
+                            "scale": how[kind],
+                            "mem_cap_bytes": cap,
+                            "device": device,
+                            "dtype": suite.dtype,
+                            "seed": seed,
+                            "timeout_s": suite.timeout_s,
+                        })
     return jobs
 
 

@@ -34,6 +34,9 @@ MODELS.add(ModelEntry("gru", "seqbench.models.rnn:GRU", "GRU, torch.nn / cuDNN",
 MODELS.add(ModelEntry("transformer", "seqbench.models.transformer:Attention",
                       "causal softmax attention (scaled_dot_product_attention)",
                       display="Transformer", color="#d62728", family="attention"))
+MODELS.add(ModelEntry("transformer_math", "seqbench.models.transformer:MathAttention",
+                      "naive attention: the same model, math SDPA kernel (L x L scores in memory)",
+                      display="Transformer (math)", color="#ff9896", family="attention"))
 MODELS.add(ModelEntry("s4d", "seqbench.models.s4d:S4D", "diagonal SSM (S4D-Lin), FFT convolution",
                       display="S4D", color="#9467bd", family="ssm"))
 MODELS.add(ModelEntry("mamba", "seqbench.models.mamba:Mamba",

@@ -9,7 +9,12 @@ architectures. The :class:`Backbone` wraps any mixer the same way::
 
 so parameter counts, norms and heads are identical across RNNs, attention and SSMs.
 Optional streaming interface on a mixer: ``init_state(batch, device, dtype)``,
-``step(x_t, state) -> (y_t, state)`` with ``x_t`` of shape ``(B, D)``, and ``state_size(L)``.
+``step(x_t, state) -> (y_t, state)`` with ``x_t`` of shape ``(B, D)``, ``prefill(x)`` (a whole
+prompt at once, returning the state after it) and ``state_size(L)``.
+
+FLOP accounting (``forward_flops``) counts matrix multiplications only, a multiply-add being 2
+FLOPs; norms, activations and residual adds (O(B L D) each) are left out, the convention of
+Kaplan et al. (2020) and of nanoGPT's MFU.
 """
 
 from __future__ import annotations
@@ -66,6 +71,19 @@ class Mixer(nn.Module):
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError(f"{type(self).__name__} has no recurrent step mode")
 
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Stream a whole prompt: ``(B, L, D) -> (B, L, D)`` outputs and the state after it.
+
+        This default steps token by token (right for any mixer with a step mode, slow for long
+        prompts); mixers override it with their parallel form.
+        """
+        state = self.init_state(x.shape[0], x.device, x.dtype)
+        ys = []
+        for x_t in x.unbind(1):  # (B, D)
+            y_t, state = self.step(x_t, state)
+            ys.append(y_t)
+        return torch.stack(ys, dim=1), state
+
     def state_size(self, seq_len: int, batch: int = 1, bytes_per_element: int = 4) -> int:
         """Bytes of streaming state after ``seq_len`` tokens (constant for RNNs/SSMs)."""
         raise NotImplementedError(f"{type(self).__name__} has no recurrent step mode")
@@ -87,7 +105,8 @@ def make_config(config_cls: type, params: dict[str, Any], *, field_prefix: str =
     names = {f.name for f in dataclasses.fields(config_cls)}
     for key in params:
         if key not in names:
-            raise SpecError(f"{field_prefix}.{key}", key, f"allowed keys: {', '.join(sorted(names))}")
+            raise SpecError(f"{field_prefix}.{key}", key,
+                            f"allowed keys: {', '.join(sorted(names))}")
     try:
         return config_cls(**params)
     except (TypeError, ValueError) as exc:
@@ -136,7 +155,7 @@ class Block(nn.Module):
         self.norm = _norm(cfg.norm, d)
         self.mixer = mixer
         self.drop = nn.Dropout(cfg.dropout)
-        hidden = int(round(cfg.mlp_ratio * d))
+        hidden = round(cfg.mlp_ratio * d)
         self.mlp: nn.Module | None = None
         if hidden > 0:
             self.mlp_norm = _norm(cfg.norm, d)
@@ -155,6 +174,20 @@ class Block(nn.Module):
             x_t = x_t + self.mlp(self.mlp_norm(x_t))
         return x_t, state
 
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:  # (B, L, D)
+        y, state = self.mixer.prefill(self.norm(x))
+        x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+    def mlp_flops(self, tokens: int) -> float:
+        """Two matmuls of the MLP (D -> hidden -> D) over ``tokens`` positions."""
+        if self.mlp is None:
+            return 0.0
+        first: nn.Linear = self.mlp[0]
+        return 2.0 * tokens * 2 * first.in_features * first.out_features
+
 
 class Backbone(nn.Module):
     """Embedding/projection -> N mixer blocks -> norm -> head, shared by every architecture."""
@@ -170,7 +203,8 @@ class Backbone(nn.Module):
             self.embed: nn.Module = nn.Embedding(io.input_dim, d)
         else:
             self.embed = nn.Linear(io.input_dim, d)
-        self.blocks = nn.ModuleList(Block(mixer_cls(d, mixer_cfg), cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(mixer_cls(d, mixer_cfg), cfg)
+                                    for _ in range(cfg.n_layers))
         self.norm_f = _norm(cfg.norm, d)
         self.head = nn.Linear(d, io.output_dim)
 
@@ -206,8 +240,30 @@ class Backbone(nn.Module):
             new_state.append(s)
         return self.head(self.norm_f(h)), new_state
 
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+        """Stream a prompt ``x`` ((B, L) tokens or (B, L, C) channels) in one call: the
+        per-position outputs (B, L, out) and the state with which :meth:`step` continues."""
+        h = self.embed(x)  # (B, L, D)
+        state = []
+        for block in self.blocks:
+            h, s = block.prefill(h)
+            state.append(s)
+        return self.head(self.norm_f(h)), state
+
     def state_size(self, seq_len: int, batch: int = 1, bytes_per_element: int = 4) -> int:
         return sum(b.mixer.state_size(seq_len, batch, bytes_per_element) for b in self.blocks)
+
+    def forward_flops(self, batch: int, seq_len: int) -> float:
+        """Matmul FLOPs of one forward pass over ``(batch, seq_len)``: the input projection (an
+        embedding lookup costs none), each mixer's own formula, the MLPs, and the head (every
+        position, or one pooled position). Raises NotImplementedError when a mixer has none."""
+        tokens = batch * seq_len
+        d = self.cfg.d_model
+        flops = 0.0 if self.io.input_kind == "tokens" else 2.0 * tokens * self.io.input_dim * d
+        for block in self.blocks:
+            flops += block.mixer.forward_flops(batch, seq_len) + block.mlp_flops(tokens)
+        head_positions = tokens if self.io.per_position else batch
+        return flops + 2.0 * head_positions * d * self.io.output_dim
 
     def no_weight_decay(self) -> set[str]:
         names = set()
