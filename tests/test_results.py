@@ -17,7 +17,7 @@ import pytest
 from seqbench.cli import main as cli_main
 from seqbench.errors import SpecError
 from seqbench.results import ResultsWarning, aggregate, load, plots, summary_table, to_parquet
-from seqbench.schema import FIELDS, REQUIRED, SCHEMA_VERSION
+from seqbench.schema import FIELDS, PREFIXED, REQUIRED, SCHEMA_VERSION
 
 N_BOOT = 400  # enough for the tests, fast on 2 cores
 
@@ -116,14 +116,16 @@ def suite_rows() -> list[dict]:
 
 
 def stream_rows() -> list[dict]:
+    """Streaming jobs as the runner writes them: one job (and row) per length, measured at
+    context_len = input_len; attention's step cost and KV cache grow with the context."""
     rows = []
     for model, per_token in (("lstm", 0), ("transformer", 1)):
-        for ctx in (64, 256, 1024):
+        for T in (64, 256, 1024):
             for seed in range(2):
-                r = make_row("copy", model, 1024, seed, kind="stream", context_len=ctx,
-                             stream_step_s_median=1e-3 * (1 + per_token * ctx / 256) + 1e-5 * seed,
-                             state_bytes=4096 + per_token * 512 * ctx)
-                rows.append(r)
+                ctx = T + 20
+                rows.append(make_row("copy", model, T, seed, kind="stream", context_len=ctx,
+                                     stream_step_s_median=1e-3 * (1 + per_token * ctx / 256)
+                                     + 1e-5 * seed, state_bytes=4096 + per_token * 512 * ctx))
     return rows
 
 
@@ -151,14 +153,8 @@ def cell(stats: pd.DataFrame, model: str, seq_len: int, metric: str, task: str =
 def test_fixture_rows_are_schema_complete():
     row = make_row()
     assert set(REQUIRED) <= set(row)
-    assert {f.name for f in FIELDS} - set(row) <= {
-        "attn_dropout", "diverged_step", "context_len", "stream_step_s_median", "state_bytes",
-        "train_step_s_p20", "train_step_s_p80", "train_step_s_samples", "train_first_step_s",
-        "train_tokens_per_s_p20", "train_tokens_per_s_p80", "fwd_step_s_samples",
-        "fwd_first_call_s", "fwd_tokens_per_s_p20", "fwd_tokens_per_s_p80",
-        "peak_mem_reserved_bytes", "peak_rss_bytes", "baseline_rss_bytes", "batch_policy",
-        "flops_per_train_step", "train_flops_per_s", "peak_flops_per_s", "flops_utilization",
-        "stream_step_s_p20", "stream_step_s_p80", "stream_tokens_per_s"}
+    known = {f.name for f in FIELDS}
+    assert all(k in known or k.startswith(PREFIXED) for k in row), set(row) - known
 
 
 def test_load_reads_a_results_dir_one_row_per_job(tmp_path):
@@ -263,10 +259,13 @@ def test_load_accepts_a_list_and_later_paths_win(tmp_path):
     assert frame["metric_accuracy"].tolist() == [0.7]
 
 
-def test_stream_rows_of_one_job_are_kept_per_context_position(tmp_path):
-    frame = load(write_dir(tmp_path / "r", stream_rows()))
-    assert len(frame) == len(stream_rows())
-    assert sorted(frame["context_len"].unique()) == [64, 256, 1024]
+def test_rows_of_one_job_at_several_context_positions_are_all_kept(tmp_path):
+    rows = [make_row(kind="stream", context_len=c, state_bytes=c) for c in (64, 256)]
+    assert rows[0]["job_id"] == rows[1]["job_id"]
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / f"{rows[0]['job_id']}.json").write_text(json.dumps(rows))
+    frame = load(tmp_path)
+    assert sorted(frame["context_len"]) == [64, 256]
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -408,7 +407,8 @@ def test_streaming_plot_has_latency_and_state_size_per_model(df):
         lines = gid_lines(ax, "series")
         assert len(lines) == 2 and all(len(line.get_xdata()) == 3 for line in lines)
     tr = next(line for line in gid_lines(state, "series") if line.get_ydata()[-1] > 100)
-    assert tr.get_ydata()[-1] == pytest.approx((4096 + 512 * 1024) / 1024)  # KiB
+    assert list(tr.get_xdata()) == [84, 276, 1044]  # one line across the streaming jobs
+    assert tr.get_ydata()[-1] == pytest.approx((4096 + 512 * 1044) / 1024)  # KiB
 
 
 def load_frame(rows: list[dict]) -> pd.DataFrame:

@@ -45,7 +45,7 @@ MEASURES: dict[str, Column] = {c.name: c for c in (
 )}
 # columns a plot may put on its x axis besides the measures
 AXES: dict[str, Column] = {c.name: c for c in (
-    Column("seq_len", "sequence length", log=True),
+    Column("seq_len", "length (seq_len)", log=True),
     Column("input_len", "input length (tokens)", log=True),
     Column("context_len", "context length (tokens)", log=True),
     Column("param_count", "parameters", log=True),

@@ -16,6 +16,7 @@ are marked with an ``x`` at their length, never silently left out.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,13 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogFormatter,
+    MaxNLocator,
+    NullLocator,
+)
 
 from seqbench.errors import SpecError
 from seqbench.results import columns as C
@@ -39,6 +46,7 @@ FORMATS = ("png", "pdf")  # raster for the HTML page, vector for papers
 PANEL_IN = (3.6, 2.7)  # width, height of one subplot in inches
 LEGEND_IN = 1.9  # room for the legend right of the panels
 DPI = 200
+CAPTION_PT = 7.5  # provenance caption font size
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # variants of one model: same colour, new marker
 FAILED_MARK = dict(marker="x", markersize=8, markeredgewidth=2, linestyle="none")
 GRID_AXES = ("seq_len", "context_len")  # x axes along which rows are grouped
@@ -86,12 +94,13 @@ def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "mod
     """Aggregated ``metric`` per configuration with the x value in ``_x`` and the line name in
     ``_line``. Lines split whatever must not be averaged: configurations, and tasks, kinds or
     lengths when the plot does not already separate them."""
-    stats = aggregate(df, [metric], n_boot=n_boot, seed=seed)
+    by = [c for c in (hue, facet) if c and c not in GROUP_KEYS]  # e.g. one line per seed
+    stats = aggregate(df, [metric], by=by, n_boot=n_boot, seed=seed)
     if x in GRID_AXES:
         stats["_x"] = stats[x].astype(float)
     else:
-        xs = aggregate(df, [x], n_boot=n_boot, seed=seed)
-        key = [k for k in GROUP_KEYS if k != "context_len"] + ["_ctx"]
+        xs = aggregate(df, [x], by=by, n_boot=n_boot, seed=seed)
+        key = [k for k in GROUP_KEYS if k != "context_len"] + by + ["_ctx"]
         xs = xs.assign(_ctx=xs["context_len"].fillna(-1))[[*key, "mean"]]
         stats = stats.assign(_ctx=stats["context_len"].fillna(-1)).merge(
             xs.rename(columns={"mean": "_x"}), on=key, how="left").drop(columns="_ctx")
@@ -99,9 +108,14 @@ def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "mod
     parts = [stats["label"]]
     if hue not in ("model", "label", "variant"):
         parts.append(hue + "=" + stats[hue].astype(str))
+    split = ["label", *([hue] if hue not in ("model", "label", "variant") else [])]
     for key in ("task", "kind", "seq_len", "context_len"):
-        if key not in (x, facet, hue) and stats[key].nunique() > 1:
+        # a key names lines only where one line would otherwise hold two points at one x
+        # (streaming rows: context_len follows seq_len, so seq_len does not split them)
+        if key not in (x, facet, hue) and stats.groupby(
+                [*split, "_x"], dropna=False)[key].nunique().max() > 1:
             parts.append(key + "=" + stats[key].astype(str))
+            split.append(key)
     stats["_line"] = parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
     return stats
 
@@ -200,10 +214,17 @@ class PlainLogFormatter(LogFormatter):
         return plain_number(x)
 
 
-def log_axis(ax: Axes, which: str = "y") -> None:
-    """Log scale on the ``which`` axis of ``ax``, ticks labelled as plain numbers."""
-    getattr(ax, f"set_{which}scale")("log")
+def log_axis(ax: Axes, which: str = "y", values: Sequence[float] | None = None) -> None:
+    """Log scale on the ``which`` axis of ``ax``, ticks labelled as plain numbers. With
+    ``values`` spanning less than a decade the axis stays linear: a log axis would only crowd
+    its labels."""
     axis = getattr(ax, f"{which}axis")
+    finite = [v for v in values if pd.notna(v) and v > 0] if values is not None else []
+    if values is not None and (not finite or max(finite) < 10 * min(finite)):
+        axis.set_major_locator(MaxNLocator(5))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+        return
+    getattr(ax, f"set_{which}scale")("log")
     axis.set_major_formatter(PlainLogFormatter())
     axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
@@ -226,7 +247,9 @@ def finish(fig: Figure, rows: pd.DataFrame, styles: dict[str, tuple[str, str]],
     handles += list(extra)
     if handles:
         fig.legend(handles=handles, loc="outside right center", frameon=False)
-    fig.supxlabel(provenance.caption(rows), fontsize=6.5, color="0.35", x=0.01, ha="left")
+    width_chars = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.55))  # ~ glyph width
+    fig.supxlabel(textwrap.fill(provenance.caption(rows), width_chars), fontsize=CAPTION_PT,
+                  color="0.35", x=0.01, ha="left")
     return fig
 
 
@@ -269,7 +292,7 @@ def metric_vs_length(df: pd.DataFrame, metric: str | None = None, *, n_boot: int
         if len(base):
             ax.plot(base.index, base.to_numpy(), color="0.25", linestyle="--", linewidth=1.2,
                     gid="baseline", zorder=1)
-        length_axis(ax, stats["_x"], "length (seq_len)")
+        length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
         ax.set_ylabel(C.info(rows, col).label)
         ax.set_title(task)
         any_failed |= bool((stats["n"] == 0).any())
@@ -293,7 +316,7 @@ def throughput_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 
             ax, stats = axes[i, j], grid[col, task]
             draw_lines(ax, stats, styles)
             log_axis(ax)
-            length_axis(ax, stats["_x"], "length (seq_len)")
+            length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
             ax.set_ylabel(C.MEASURES[col].label)
             ax.set_title(task)
     failed = any((s["n"] == 0).any() for s in grid.values())
@@ -322,12 +345,14 @@ def memory_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -
         other = stats[(stats["n"] == 0) & ~stats.index.isin(cells.index)]
         mark_failed(ax, other, styles)
         log_axis(ax)
-        length_axis(ax, stats["_x"], "length (seq_len)")
+        length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
         ax.set_ylabel(C.MEASURES[col].label)
         ax.set_title(task)
-    any_oom = (rows["status"] == "oom").any()
-    extra = [failed_handle("out of memory")] if any_oom else []
-    return finish(fig, rows, styles, extra)
+    any_oom = bool((rows["status"] == "oom").any())
+    other = any(((f["n"] == 0) & ~f["failed"].str.contains("oom")).any() for f in frames)
+    text = {(True, False): "out of memory", (True, True): "out of memory or failed",
+            (False, True): "all seeds failed"}.get((any_oom, other))
+    return finish(fig, rows, styles, [failed_handle(text)] if text else [])
 
 
 def pareto_length(rows: pd.DataFrame, metric: str) -> int | None:
@@ -400,7 +425,7 @@ def pareto(df: pd.DataFrame, seq_len: int | None = None, metric: str | None = No
         if len(base):
             ax.axhline(base.mean(), color="0.25", linestyle="--", linewidth=1.2, gid="baseline",
                        zorder=1)
-        log_axis(ax, "x")
+        log_axis(ax, "x", ok["_x"].tolist())
         ax.set_xlabel(C.MEASURES["train_tokens_per_s"].label)
         ax.set_ylabel(C.info(rows, col).label)
         ax.set_title(f"{task}, seq_len {length:,}")
@@ -465,7 +490,8 @@ def plot(df: pd.DataFrame, metric: str, *, x: str = "seq_len", hue: str = "model
                 ax.plot(mean.index, mean.to_numpy(), color="0.25", linestyle="--",
                         linewidth=1.2, gid="baseline", zorder=1)
         if xinfo.log:
-            length_axis(ax, stats["_x"], xinfo.label) if x in GRID_AXES else log_axis(ax, "x")
+            length_axis(ax, stats["_x"], xinfo.label) if x in GRID_AXES else log_axis(
+                ax, "x", stats["_x"].tolist())
         ax.set_xlabel(xinfo.label)
         if logy if logy is not None else info.log:
             log_axis(ax)

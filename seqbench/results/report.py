@@ -111,7 +111,8 @@ def _figures(df: pd.DataFrame, out: Path, formats: Sequence[str], n_boot: int,
         except SpecError:  # nothing of this kind in the rows
             continue
         plots.save(fig, out / "figures" / name, formats)
-        images.append(Image(f"figures/{name}.png", caption, alt=fig.get_label()))
+        images.append(Image(f"figures/{name}.png", caption, alt=fig.get_label(),
+                            width_px=round(fig.get_figwidth() * 96)))
     return images
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,8 +66,8 @@ def sort_key(df: pd.DataFrame) -> pd.DataFrame:
         columns=["_t", "_m", "_v"])
 
 
-def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, n_boot: int = N_BOOT,
-              seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, by: Sequence[str] = (),
+              n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
     """One row per (configuration, metric): the statistics of that metric over seeds.
 
     Columns: :data:`GROUP_KEYS`, ``metric`` (the stored column), ``mean``, ``std`` (ddof=1),
@@ -74,6 +75,7 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, n_boot: int
     ``n_failed`` and ``failed`` (seeds whose status is not ok, e.g. ``'2 oom'``), ``status``
     (``ok``; ``partial`` when some seeds failed; the failed status when all did), ``baseline``
     (the task's trivial baseline for task metrics) and ``higher_is_better``.
+    ``by`` splits groups further (e.g. ``["seed"]`` for one row per seed, ``["device"]``).
     Every group's interval uses the same ``seed``, so it does not depend on the other groups.
     """
     df = _ensure_variants(df)
@@ -82,7 +84,8 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, n_boot: int
     # a column applies to a (kind, task) if any of its rows holds a value: a cell whose seeds
     # all failed is reported for those columns only
     applies = df.groupby(["kind", "task"])[columns].agg(lambda v: v.notna().any())
-    for key, group in df.groupby(GROUP_KEYS, dropna=False, sort=False):
+    keys = GROUP_KEYS + [k for k in by if k not in GROUP_KEYS]
+    for key, group in df.groupby(keys, dropna=False, sort=False):
         ok = group[group["status"] == "ok"]
         failed = Counter(group.loc[group["status"] != "ok", "status"])
         n_failed = sum(failed.values())
@@ -95,7 +98,7 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, n_boot: int
             status = "ok" if not n_failed else "partial" if len(values) else failed.most_common(
                 1)[0][0]
             out.append({
-                **dict(zip(GROUP_KEYS, key, strict=True)), "metric": col,
+                **dict(zip(keys, key, strict=True)), "metric": col,
                 "mean": values.mean() if len(values) else np.nan,
                 "std": values.std(ddof=1) if len(values) > 1 else np.nan,
                 "n": len(values), "ci_low": low, "ci_high": high,
@@ -104,7 +107,7 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, n_boot: int
                 else np.nan,
                 "higher_is_better": C.info(df, col).higher_is_better,
             })
-    cols = [*GROUP_KEYS, "metric", "mean", "std", "n", "ci_low", "ci_high", "n_failed", "failed",
+    cols = [*keys, "metric", "mean", "std", "n", "ci_low", "ci_high", "n_failed", "failed",
             "status", "baseline", "higher_is_better"]
     result = pd.DataFrame(out, columns=cols)
     result["n"] = result["n"].astype(int)

@@ -43,6 +43,7 @@ class Image:
     path: str  # relative to the report directory
     caption: str
     alt: str = ""
+    width_px: int | None = None  # CSS pixels to show it at (its size in inches x 96)
 
 
 @dataclass
@@ -164,7 +165,8 @@ def to_html(doc: Document, root: Path) -> str:
         elif isinstance(block, Table):
             out.append(html_table(block))
         elif isinstance(block, Image):
-            out.append(f'<figure><img src="{_data_uri(root / block.path)}" '
+            width = f' width="{block.width_px}"' if block.width_px else ""
+            out.append(f'<figure><img src="{_data_uri(root / block.path)}"{width} '
                        f'alt="{_e(block.alt or block.caption)}">'
                        f"<figcaption>{_e(block.caption)}</figcaption></figure>")
     out.append("</body></html>")
