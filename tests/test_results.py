@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
 from seqbench.cli import main as cli_main
 from seqbench.errors import SpecError
+from seqbench.models import MODELS
 from seqbench.results import ResultsWarning, aggregate, load, plots, summary_table, to_parquet
 from seqbench.schema import FIELDS, PREFIXED, REQUIRED, SCHEMA_VERSION
 
@@ -345,16 +347,22 @@ def test_metric_plot_has_a_line_per_model_and_the_baseline(df, tmp_path):
     failed = gid_lines(copy_ax, "failed")
     assert sum(len(f.get_xdata()) for f in failed) == 1  # transformer, L=200
     assert len(gid_lines(adding_ax, "series")) == 2
-    from matplotlib.colors import to_hex
-
-    from seqbench.models import MODELS
-
     assert {to_hex(s.get_color()) for s in series} == {
         MODELS[m].color for m in ("lstm", "gru", "transformer")}  # registry colours
     written = plots.save(fig, tmp_path / "metric", plots.FORMATS)
     assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 5000
                                                                     for p in written)
     assert "Test CPU" in fig.get_supxlabel() and "aaaaaaaaaa" in fig.get_supxlabel()
+
+
+def test_skipped_lengths_are_not_drawn_as_failures():
+    rows = [make_row(seq_len=100, seed=s) for s in range(2)]
+    rows += [make_row(seq_len=200, seed=s, status="skipped") for s in range(2)]
+    rows += [make_row(seq_len=200, seed=0, model="gru", status="timeout")]
+    fig = plots.metric_vs_length(load_frame(rows), n_boot=N_BOOT)
+    marks = gid_lines(fig.axes[0], "failed")
+    assert [list(m.get_xdata()) for m in marks] == [[200.0]]  # the GRU timeout only
+    assert to_hex(marks[0].get_color()) == MODELS["gru"].color
 
 
 def test_throughput_plot_is_log_log_with_train_and_forward_rows(df):

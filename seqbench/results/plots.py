@@ -95,9 +95,12 @@ def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "mod
     ``_line``. Lines split whatever must not be averaged: configurations, and tasks, kinds or
     lengths when the plot does not already separate them."""
     by = [c for c in (hue, facet) if c and c not in GROUP_KEYS]  # e.g. one line per seed
+    if x == "context_len":  # a streaming job that failed or was skipped never recorded its
+        # context; it was to be measured at its input length
+        df = df.assign(context_len=df["context_len"].fillna(df["input_len"]))
     stats = aggregate(df, [metric], by=by, n_boot=n_boot, seed=seed)
     if x in GRID_AXES:
-        stats["_x"] = stats[x].astype(float)
+        stats["_x"] = pd.to_numeric(stats[x], errors="coerce").astype(float)
     else:
         xs = aggregate(df, [x], by=by, n_boot=n_boot, seed=seed)
         key = [k for k in GROUP_KEYS if k != "context_len"] + by + ["_ctx"]
@@ -162,7 +165,13 @@ def draw_lines(ax: Axes, stats: pd.DataFrame, styles: dict[str, tuple[str, str]]
                 if len(g):
                     ax.fill_between(g["_x"], g["ci_low"] * factor, g["ci_high"] * factor,
                                     color=styles[name][0], alpha=0.18, linewidth=0, gid="ci")
-    mark_failed(ax, stats[stats["n"] == 0], styles)
+    mark_failed(ax, failed_cells(stats), styles)
+
+
+def failed_cells(stats: pd.DataFrame) -> pd.DataFrame:
+    """Cells whose seeds all failed after running (skipped or unavailable ones are not drawn:
+    nothing happened at that length; the tables list them)."""
+    return stats[(stats["n"] == 0) & stats["ran"]]
 
 
 def mark_failed(ax: Axes, cells: pd.DataFrame, styles: dict[str, tuple[str, str]],
@@ -257,8 +266,15 @@ def baseline_handle() -> Line2D:
     return Line2D([], [], color="0.25", linestyle="--", linewidth=1.2, label="trivial baseline")
 
 
-def failed_handle(text: str = "all seeds failed") -> Line2D:
-    return Line2D([], [], color="0.25", label=text, **FAILED_MARK)
+def failure_handles(frames, oom_seeds: bool = False) -> list[Line2D]:
+    """The legend entry for the ``x`` marks: what the marked cells failed by, if any are.
+    ``oom_seeds``: the figure also marks single out-of-memory seeds (the memory figure)."""
+    cells = pd.concat([failed_cells(f) for f in frames])
+    oom = oom_seeds or cells["failed"].str.contains("oom").any()
+    other = (~cells["failed"].str.contains("oom")).any()
+    text = {(True, False): "out of memory", (True, True): "out of memory or failed",
+            (False, True): "all seeds failed"}.get((bool(oom), bool(other)))
+    return [Line2D([], [], color="0.25", label=text, **FAILED_MARK)] if text else []
 
 
 def _require(rows: pd.DataFrame, what: str) -> None:
@@ -285,7 +301,6 @@ def metric_vs_length(df: pd.DataFrame, metric: str | None = None, *, n_boot: int
     fig, axes = new_figure(1, len(panels), "Task metric vs sequence length")
     frames = [series(rows[rows["task"] == t], col, facet="task") for t, col in panels]
     styles = line_styles(pd.concat(frames))
-    any_failed = False
     for ax, (task, col), stats in zip(axes[0], panels, frames, strict=True):
         draw_lines(ax, stats, styles)
         base = stats.dropna(subset=["baseline"]).groupby("_x")["baseline"].mean()
@@ -295,9 +310,7 @@ def metric_vs_length(df: pd.DataFrame, metric: str | None = None, *, n_boot: int
         length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
         ax.set_ylabel(C.info(rows, col).label)
         ax.set_title(task)
-        any_failed |= bool((stats["n"] == 0).any())
-    extra = [baseline_handle()] + ([failed_handle()] if any_failed else [])
-    return finish(fig, rows, styles, extra)
+    return finish(fig, rows, styles, [baseline_handle(), *failure_handles(frames)])
 
 
 def throughput_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figure:
@@ -319,8 +332,7 @@ def throughput_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 
             length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
             ax.set_ylabel(C.MEASURES[col].label)
             ax.set_title(task)
-    failed = any((s["n"] == 0).any() for s in grid.values())
-    return finish(fig, rows, styles, [failed_handle()] if failed else [])
+    return finish(fig, rows, styles, failure_handles(grid.values()))
 
 
 def memory_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figure:
@@ -342,17 +354,14 @@ def memory_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -
         cap = oom.groupby("config_hash")["mem_cap_bytes"].max().astype(float)
         cap_y = cells["config_hash"].map(cap).where(lambda v: v > 0) * factor
         mark_failed(ax, cells, styles, y=cap_y)
-        other = stats[(stats["n"] == 0) & ~stats.index.isin(cells.index)]
+        other = failed_cells(stats[~stats.index.isin(cells.index)])
         mark_failed(ax, other, styles)
         log_axis(ax)
         length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
         ax.set_ylabel(C.MEASURES[col].label)
         ax.set_title(task)
     any_oom = bool((rows["status"] == "oom").any())
-    other = any(((f["n"] == 0) & ~f["failed"].str.contains("oom")).any() for f in frames)
-    text = {(True, False): "out of memory", (True, True): "out of memory or failed",
-            (False, True): "all seeds failed"}.get((any_oom, other))
-    return finish(fig, rows, styles, [failed_handle(text)] if text else [])
+    return finish(fig, rows, styles, failure_handles(frames, oom_seeds=any_oom))
 
 
 def pareto_length(rows: pd.DataFrame, metric: str) -> int | None:
@@ -456,7 +465,7 @@ def streaming(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figur
             length_axis(ax, stats["_x"], C.AXES["context_len"].label)
             ax.set_ylabel(C.MEASURES[col].label)
             ax.set_title(task)
-    return finish(fig, rows, styles)
+    return finish(fig, rows, styles, failure_handles(grid.values()))
 
 
 def plot(df: pd.DataFrame, metric: str, *, x: str = "seq_len", hue: str = "model",

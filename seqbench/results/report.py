@@ -89,9 +89,10 @@ def _figures(df: pd.DataFrame, out: Path, formats: Sequence[str], n_boot: int,
     makers = [
         ("metric_vs_length", plots.metric_vs_length,
          "Task metric (each task's primary metric) vs length, mean and 95% CI band over seeds; "
-         "dashed: the task's trivial baseline; x: every seed failed."),
+         "dashed: the task's trivial baseline; x: every seed failed there (skipped lengths are "
+         "not drawn; the tables list them)."),
         ("throughput_vs_length", plots.throughput_vs_length,
-         "Training and forward-only throughput vs length (log-log)."),
+         "Training and forward-only throughput vs length (log-log); x: every seed failed."),
         ("memory_vs_length", plots.memory_vs_length,
          "Peak memory vs length (log-log); x: out of memory at that length (at the memory cap "
          "when one was set)."),

@@ -23,6 +23,7 @@ from seqbench.results.load import add_variants
 # one group = one configuration at one point of its sweep
 GROUP_KEYS = ["kind", "task", "model", "variant", "label", "seq_len", "context_len",
               "config_hash"]
+NOT_RUN = frozenset({"skipped", "unavailable"})  # statuses of jobs that never ran
 N_BOOT = 2000
 LEVEL = 0.95
 
@@ -74,7 +75,8 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, by: Sequenc
     ``n`` (ok seeds with a value), ``ci_low``/``ci_high`` (bootstrap, NaN when n < 2),
     ``n_failed`` and ``failed`` (seeds whose status is not ok, e.g. ``'2 oom'``), ``status``
     (``ok``; ``partial`` when some seeds failed; the failed status when all did), ``baseline``
-    (the task's trivial baseline for task metrics) and ``higher_is_better``.
+    (the task's trivial baseline for task metrics), ``higher_is_better`` and ``ran`` (False
+    when every seed was skipped or unavailable: nothing was attempted).
     ``by`` splits groups further (e.g. ``["seed"]`` for one row per seed, ``["device"]``).
     Every group's interval uses the same ``seed``, so it does not depend on the other groups.
     """
@@ -99,6 +101,7 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, by: Sequenc
                 1)[0][0]
             out.append({
                 **dict(zip(keys, key, strict=True)), "metric": col,
+                "ran": bool(len(values)) or any(s not in NOT_RUN for s in failed),
                 "mean": values.mean() if len(values) else np.nan,
                 "std": values.std(ddof=1) if len(values) > 1 else np.nan,
                 "n": len(values), "ci_low": low, "ci_high": high,
@@ -107,7 +110,7 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, by: Sequenc
                 else np.nan,
                 "higher_is_better": C.info(df, col).higher_is_better,
             })
-    cols = [*keys, "metric", "mean", "std", "n", "ci_low", "ci_high", "n_failed", "failed",
+    cols = [*keys, "metric", "ran", "mean", "std", "n", "ci_low", "ci_high", "n_failed", "failed",
             "status", "baseline", "higher_is_better"]
     result = pd.DataFrame(out, columns=cols)
     result["n"] = result["n"].astype(int)
