@@ -26,7 +26,7 @@ from seqbench.errors import SpecError
 from seqbench.results import columns as C
 from seqbench.results import plots, provenance
 from seqbench.results.load import load, suite_info, to_parquet
-from seqbench.results.stats import N_BOOT, aggregate, summary_table
+from seqbench.results.stats import N_BOOT, aggregate, cell_text, sort_key, summary_table
 from seqbench.results.writers import (
     Bullets,
     Document,
@@ -39,20 +39,17 @@ from seqbench.results.writers import (
     to_markdown,
 )
 
-TABLE_MEASURES = ("train_tokens_per_s", "fwd_tokens_per_s", "peak_mem_bytes")
+TABLE_MEASURES = ("train_tokens_per_s", "fwd_tokens_per_s", "peak_mem_bytes",
+                  "stream_step_s_median", "state_bytes")
 STATS_NOTE = ("Cells: mean ± h over seeds, where mean ± h covers the 95% percentile-bootstrap "
               "interval of the mean ({n_boot} resamples, seed {seed}); in parentheses the number "
               "of ok seeds and any failed seeds by status. A cell whose seeds all failed shows "
-              "their status. Best mean per length in bold. Exact bounds and standard deviations: "
-              "stats.csv.")
+              "their status. Best mean per length in bold where two or more compete. Exact "
+              "bounds and standard deviations: stats.csv.")
 
 
 def _short(column: str) -> str:
     return column[len(C.METRIC):] if column.startswith(C.METRIC) else column
-
-
-def cell_note(row: pd.Series) -> str:
-    return f"{row['n']}" + (f"; {row['failed']}" if row["n_failed"] else "")
 
 
 def wide_table(stats: pd.DataFrame, metric: str, factor: float,
@@ -64,12 +61,7 @@ def wide_table(stats: pd.DataFrame, metric: str, factor: float,
     text = pd.DataFrame("", index=labels, columns=lengths, dtype=object)
     bold = pd.DataFrame(False, index=labels, columns=lengths)
     for _, row in stats.iterrows():
-        if row["n"]:
-            value = C.fmt_ci(row["mean"] * factor, row["ci_low"] * factor,
-                             row["ci_high"] * factor)
-            text.loc[row["label"], row["seq_len"]] = f"{value} ({cell_note(row)})"
-        else:
-            text.loc[row["label"], row["seq_len"]] = row["failed"]
+        text.loc[row["label"], row["seq_len"]] = cell_text(row, factor, with_n=True)
     if higher_is_better is not None:
         for length in lengths:
             ok = stats[(stats["seq_len"] == length) & (stats["n"] > 0)]
@@ -118,7 +110,7 @@ def _figures(df: pd.DataFrame, out: Path, formats: Sequence[str], n_boot: int,
 
 
 def _failures(df: pd.DataFrame) -> Table | None:
-    failed = df[df["status"] != "ok"]
+    failed = sort_key(df[df["status"] != "ok"])
     if failed.empty:
         return None
     frame = failed[["job_id", "task", "label", "seq_len", "seed", "status", "error"]].copy()
@@ -159,16 +151,20 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     tex_dir = out / "tables"
     tex_dir.mkdir(parents=True, exist_ok=True)
     everything = []
-    table_rows = stats[stats["kind"] != "stream"]
-    for (kind, task), sub in table_rows.groupby(["kind", "task"], sort=False):
+    kinds = {k: i for i, k in enumerate(("train", "scale", "stream"))}
+    groups = sorted(stats.groupby(["kind", "task"], sort=False), key=lambda g: kinds.get(
+        g[0][0], len(kinds)))  # stable: tasks keep their order within a kind
+    for (kind, task), sub in groups:
         metrics = [m for m in dict.fromkeys(sub["metric"])
                    if m.startswith(C.METRIC) or m in TABLE_MEASURES]
         for metric in metrics:
             info = C.info(df, metric)
             text, bold = wide_table(sub, metric, info.factor, info.higher_is_better)
-            where = task if table_rows["kind"].nunique() == 1 else f"{task} ({kind} jobs)"
+            where = task if stats["kind"].nunique() == 1 else f"{task} ({kind} jobs)"
+            columns = ("seq_len (measured at context = input length)" if kind == "stream"
+                       else "seq_len")
             caption = (f"{where}: {info.label}, mean ± 95% CI over seeds (ok seeds; failed "
-                       f"seeds by status); columns: seq_len. Best per length in bold.")
+                       f"seeds by status); columns: {columns}. Best per length in bold.")
             table = Table(text, caption, bold)
             doc.add(Heading(f"{where}: {info.label}", 3), table)
             name = f"{task}_{_short(metric)}" + ("" if kind == "train" else f"_{kind}")

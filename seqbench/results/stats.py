@@ -118,19 +118,27 @@ def aggregate(df: pd.DataFrame, columns: list[str] | None = None, *, by: Sequenc
     return sort_key(result).reset_index(drop=True)
 
 
-def cell_text(row: pd.Series, factor: float = 1.0) -> str:
-    """A table cell: ``mean ± h``, with failed seeds and all-failed statuses shown as such."""
+def all_failed_text(failed: str) -> str:
+    """What a cell whose seeds all failed shows: the status (``oom``), with a count when more
+    than one seed failed (``3 oom``, ``2 oom, 1 timeout``)."""
+    return failed[2:] if failed.startswith("1 ") and "," not in failed else failed
+
+
+def cell_text(row: pd.Series, factor: float = 1.0, *, with_n: bool = False) -> str:
+    """A table cell: ``mean ± h`` (``with_n``: then ``(n ok seeds; failed seeds)``); a cell
+    whose seeds all failed shows their status."""
     if row["n"] == 0:
-        return row["failed"]
+        return all_failed_text(row["failed"])
     text = C.fmt_ci(row["mean"] * factor, row["ci_low"] * factor, row["ci_high"] * factor)
-    return text + (f" ({row['failed']})" if row["n_failed"] else "")
+    notes = ([str(row["n"])] if with_n else []) + ([row["failed"]] if row["n_failed"] else [])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def status_text(n_ok: int, failed: str) -> str:
-    """``ok``, ``oom`` (every seed failed the same way) or ``2 ok, 1 oom``."""
+    """``ok``, ``oom`` / ``3 oom`` (every seed failed) or ``2 ok, 1 oom``."""
     if not failed:
         return "ok"
-    return failed if n_ok == 0 else f"{n_ok} ok, {failed}"
+    return all_failed_text(failed) if n_ok == 0 else f"{n_ok} ok, {failed}"
 
 
 def summary_table(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from seqbench.schema import STATUSES
+
 
 @dataclass
 class Heading:
@@ -118,12 +120,12 @@ def _e(text: object) -> str:
 def numeric_columns(frame: pd.DataFrame) -> list[bool]:
     """Which columns hold numbers (right-aligned): every non-empty cell starts with one."""
 
-    def number(text: str) -> bool:
+    def number(text: str) -> bool:  # a number, or a status in a column of numbers
         head = text.split(" ")[0].replace(",", "")
         try:
             float(head)
         except ValueError:
-            return head in ("", "-")
+            return head in ("", "-") or text in STATUSES
         return True
 
     return [i > 0 and all(number(str(v)) for v in frame[c]) for i, c in enumerate(frame.columns)]
