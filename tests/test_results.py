@@ -365,6 +365,20 @@ def test_skipped_lengths_are_not_drawn_as_failures():
     assert to_hex(marks[0].get_color()) == MODELS["gru"].color
 
 
+def test_saved_figures_carry_provenance_and_are_reproducible(df, tmp_path):
+    from PIL import Image
+
+    files = []
+    for i in range(2):
+        fig = plots.memory_vs_length(df, n_boot=N_BOOT)
+        files.append(plots.save(fig, tmp_path / str(i) / "memory", ("png", "pdf", "svg")))
+    assert [p.read_bytes() for p in files[0]] == [p.read_bytes() for p in files[1]]
+    info = Image.open(files[0][0]).info
+    assert info["Title"] == "Peak memory vs sequence length"
+    assert "Test CPU" in info["Description"] and "aaaaaaaaaa" in info["Description"]
+    assert b"Test CPU" in files[0][2].read_bytes()  # SVG <dc:description>
+
+
 def test_throughput_plot_is_log_log_with_train_and_forward_rows(df):
     fig = plots.throughput_vs_length(df, n_boot=N_BOOT)
     assert len(fig.axes) == 4  # (train, forward) x (copy, adding)

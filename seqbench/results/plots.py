@@ -523,9 +523,10 @@ def save(fig: Figure, path: str | Path, formats: Sequence[str] | None = None) ->
         targets = [(path, fmt)]
     else:
         targets = [(path.with_suffix(f".{f}"), f) for f in formats]
-    caption = fig.get_supxlabel()
+    caption = " ".join(fig.get_supxlabel().split())  # unwrapped
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, fmt in targets:
-        fig.savefig(target, format=fmt, dpi=DPI,
-                    metadata=provenance.metadata(fig.get_label(), caption, fmt))
+    with mpl.rc_context({"svg.hashsalt": "seqbench"}):  # fixed SVG ids: same rows, same bytes
+        for target, fmt in targets:
+            fig.savefig(target, format=fmt, dpi=DPI,
+                        metadata=provenance.metadata(fig.get_label(), caption, fmt))
     return [t for t, _ in targets]
