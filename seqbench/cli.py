@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("seqbench.commands.report", "Markdown/LaTeX/HTML report and figures from results"),
     "plot": ("seqbench.commands.plot", "one figure: a metric vs length (or any axis), filtered"),
     "data": ("seqbench.commands.data", "list real datasets, check their files and checksums"),
+    "validate": ("seqbench.commands.validate", "check stored rows against the schema (exit 1)"),
     "compare": ("seqbench.commands.compare", "flag regressions between two runs (exit 1)"),
     "nightly": ("seqbench.commands.nightly", "test gate, nightly spec, compare, report, history"),
 }

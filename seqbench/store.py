@@ -85,9 +85,11 @@ def write_json_atomic(path: str | os.PathLike, obj: dict[str, Any]) -> None:
     write_text_atomic(path, dumps(obj))
 
 
-def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """The rows of a JSONL file, and (line number, problem) for every line that is not a JSON
-    object: a truncated last line (a writer killed mid-append) is reported, never fatal."""
+def read_jsonl(path: str | os.PathLike
+               ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    """(line number, row) for every row of a JSONL file, and (line number, problem) for every
+    line that is not a JSON object: a truncated last line (a writer killed mid-append) is
+    reported, never fatal."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -107,7 +109,7 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[tupl
         if not isinstance(row, dict):
             problems.append((number, f"a JSON {type(row).__name__}, not an object"))
             continue
-        rows.append(row)
+        rows.append((number, row))
     if data and not data.endswith(b"\n") and not problems:
         problems.append((len(lines), "last line has no newline"))
     return rows, problems
@@ -236,7 +238,7 @@ class ResultStore:
         no job file has, or has a line that is not a row (a truncated append). True if rebuilt."""
         ids = [r.get("job_id") for r in self.rows()]
         lines, problems = read_jsonl(self.jsonl)
-        seen = [r.get("job_id") for r in lines]
+        seen = [r.get("job_id") for _, r in lines]
         if not problems and len(seen) == len(set(seen)) and set(seen) == set(ids):
             return False
         self.rebuild_jsonl()
