@@ -1,0 +1,371 @@
+"""Fault tolerance of the executors and the results store: a driver killed with SIGKILL resumes
+without losing or duplicating a row, a worker killed by a signal becomes a row naming it, a job
+past its timeout becomes ``timeout``, and the Ray executor gives the same rows as the local one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from seqbench.errors import SpecError
+from seqbench.executor import LocalExecutor, child_setup, classify_exit, failed_row, host_oom_kills
+from seqbench.spec import expand, job_id, parse_suite
+from seqbench.store import ResultStore, dumps, read_jsonl
+from seqbench.validate import check_rows, validate_path
+
+TINY = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "device": "cpu",
+    "models": [{"name": "gru", "params": {"d_model": 8}}],
+    "tasks": [{"name": "adding", "seq_lens": [6]}],
+    "train": {"steps": 4, "batch_size": 4, "eval_examples": 8, "eval_batch_size": 8},
+    "measure": {"warmup_steps": 1, "fwd_min_repeats": 1, "fwd_max_repeats": 2,
+                "fwd_budget_s": 0.02},
+    "timeout_s": 120,
+}
+LONG_STEPS = 10**7  # a job that would run for hours
+
+
+def tiny_jobs(**overrides) -> list[dict]:
+    return expand(parse_suite({**TINY, **overrides}))
+
+
+def long_job(timeout_s: float = 120) -> dict:
+    job = tiny_jobs(train={**TINY["train"], "steps": LONG_STEPS}, seeds=[0])[0]
+    job["timeout_s"] = timeout_s
+    return job
+
+
+def broken_job() -> dict:
+    """A job whose worker raises (an application error, not a crash)."""
+    job = json.loads(json.dumps(tiny_jobs(seeds=[7])[0]))
+    job["model"]["params"] = {"d_model": 8, "n_layers": "two"}
+    return job
+
+
+@pytest.fixture(scope="module")
+def local():
+    return LocalExecutor()  # shared: the idle-worker baseline is measured once
+
+
+def worker_processes(parent: psutil.Process) -> list[psutil.Process]:
+    """The job workers (not the baseline probe) below ``parent``."""
+    out = []
+    for proc in parent.children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:
+            continue
+        if "seqbench.worker" in cmd and "--baseline" not in cmd:
+            out.append(proc)
+    return out
+
+
+def kill_worker_of_long_job(sig: int, stop: threading.Event) -> None:
+    """Send ``sig`` to the worker running the long job once it is training."""
+    me = psutil.Process()
+    while not stop.is_set():
+        for proc in worker_processes(me):
+            try:
+                payload = json.loads(Path(proc.cmdline()[-2]).read_text())
+            except (psutil.Error, OSError, ValueError, IndexError):
+                continue
+            if payload["job"]["train"]["steps"] == LONG_STEPS:
+                time.sleep(0.5)
+                proc.send_signal(sig)
+                return
+        time.sleep(0.1)
+
+
+# --- local executor -----------------------------------------------------------------------
+
+def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finishes(local):
+    jobs = [long_job(), tiny_jobs(seeds=[0])[0]]
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_worker_of_long_job, args=(signal.SIGSEGV, stop))
+    killer.start()
+    rows = []
+    try:
+        local.run(jobs, {"suite": "tiny"}, rows.append)
+    finally:
+        stop.set()
+        killer.join()
+    assert [r["status"] for r in rows] == ["error", "ok"]
+    assert rows[0]["signal"] == signal.SIGSEGV
+    assert "SIGSEGV (11)" in rows[0]["error"]
+    assert rows[0]["job_id"] == job_id(jobs[0]) and rows[0]["peak_rss_bytes"] > 0
+    assert not check_rows([("segv", rows[0])]), "a crash row is still a valid row"
+
+
+def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(local):
+    started = time.monotonic()
+    row = local.run_one(long_job(timeout_s=1.5), {"suite": "tiny"})
+    assert row["status"] == "timeout" and "timeout of 1.5 s" in row["error"]
+    assert 1.5 <= row["wall_s"] < 30 and time.monotonic() - started < 60
+    assert worker_processes(psutil.Process()) == []
+
+
+def _status_of(code: str) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    _, status, _ = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return status
+
+
+def test_a_sigkilled_worker_is_oom_only_at_its_cap_or_when_the_oom_killer_fired():
+    killed = _status_of("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    job = {"measure": {"mem_cap_bytes": 1000 * 2**20}, "timeout_s": 60}
+    status, error, sig = classify_exit(job, killed, False, 990 * 2**20, False, "")
+    assert (status, sig) == ("oom", signal.SIGKILL) and "memory cap of 1000 MiB" in error
+    assert classify_exit(job, killed, False, 300 * 2**20, False, "")[0] == "error"
+    assert classify_exit({}, killed, False, 300 * 2**20, True, "")[0] == "oom"
+    assert classify_exit(job, killed, True, 990 * 2**20, False, "")[0] == "timeout"
+    segv = _status_of("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    assert classify_exit(job, segv, False, 990 * 2**20, True, "")[:3:2] == ("error", 11)
+    exited = _status_of("raise SystemExit(3)")
+    status, error, sig = classify_exit({}, exited, False, 0, False, "Traceback | boom")
+    assert sig is None and error == "worker exited with code 3 without writing a row: " \
+                                     "Traceback | boom"
+    assert host_oom_kills() is None or host_oom_kills() >= 0
+
+
+def test_the_memory_cap_makes_allocations_fail_in_the_worker():
+    cap = 256 * 2**20
+    code = "b = bytearray(512 * 2**20)"
+    capped = subprocess.run([sys.executable, "-c", code], preexec_fn=child_setup(cap),
+                            capture_output=True, text=True)
+    assert capped.returncode == 1 and "MemoryError" in capped.stderr
+    free = subprocess.run([sys.executable, "-c", code], preexec_fn=child_setup(0))
+    assert free.returncode == 0
+
+
+def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
+    starter = (
+        "import subprocess, sys, time\n"
+        "from seqbench.executor import child_setup\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
+        "                     start_new_session=True, preexec_fn=child_setup())\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(proc.stdout.readline()))
+    proc.kill()
+    proc.wait()
+    child.wait(timeout=10)  # raises TimeoutExpired if the orphan lives on
+
+
+# --- the driver killed with SIGKILL -------------------------------------------------------
+
+def test_a_driver_killed_with_sigkill_resumes_without_losing_or_duplicating_a_row(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))  # two jobs
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "seqbench.cli", "run", "tiny.yaml", "-o", "out", "--no-report"]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((out / "jobs").glob("*.json")) if out.exists() else True:
+        assert driver.poll() is None, driver.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = worker_processes(psutil.Process(driver.pid))
+    driver.kill()  # SIGKILL: no handler, no cleanup
+    driver.wait()
+    for w in workers:
+        w.wait(timeout=10)  # the worker of the unfinished job died with the driver
+    kept = {p.name: p.read_bytes() for p in (out / "jobs").glob("*.json")}
+    assert len(kept) == 1
+    with open(out / "results.jsonl", "ab") as f:  # as if killed in the middle of an append
+        f.write(b'{"schema_version": 1, "job_id": "cut-sh')
+
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "1 already recorded, 1 to run" in again.stdout
+    rows, problems = read_jsonl(out / "results.jsonl")
+    assert problems == [] and len(rows) == 2
+    assert sorted(r["seed"] for _, r in rows) == [0, 1]
+    assert {p.name: p.read_bytes() for p in (out / "jobs").glob("*.json")
+            if p.name in kept} == kept, "finished rows are never rewritten"
+    assert all(r["status"] == "ok" for _, r in rows)
+    count, problems = validate_path(out)
+    assert (count, [str(p) for p in problems]) == (2, [])
+
+
+# --- the store ----------------------------------------------------------------------------
+
+def stored_row(seed: int = 0, status: str = "ok") -> dict:
+    job = tiny_jobs(seeds=[seed])[0]
+    row = failed_row(job, {"suite": "tiny", "spec_hash": "a" * 64}, status,
+                     "" if status == "ok" else "boom", 1.0)
+    return row
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = ResultStore(tmp_path / "out")
+    s.open_for("tiny", "h1", {"name": "tiny"})
+    yield s
+    s.close()
+
+
+def test_a_truncated_jsonl_line_is_tolerated_and_repaired(store):
+    store.write(stored_row(0))
+    store.write(stored_row(1))
+    data = store.jsonl.read_bytes()
+    store.jsonl.write_bytes(data[:-40])  # the second append cut short
+    rows, problems = read_jsonl(store.jsonl)
+    assert len(rows) == 1 and problems == [(2, "truncated line (a writer was killed mid-append)")]
+    assert store.repair() is True
+    assert store.jsonl.read_bytes() == data
+    assert store.repair() is False
+
+
+def test_a_retried_job_replaces_its_jsonl_line_instead_of_adding_one(store):
+    store.write(stored_row(0, "error"))
+    store.write(stored_row(1))
+    store.write(stored_row(0, "ok"))  # --retry
+    rows, _ = read_jsonl(store.jsonl)
+    assert sorted((r["seed"], r["status"]) for _, r in rows) == [(0, "ok"), (1, "ok")]
+    assert store.finished() == {r["job_id"]: "ok" for _, r in rows}
+
+
+def test_a_row_missing_from_the_jsonl_is_restored_from_its_job_file(store):
+    row = stored_row(0)
+    store.write(row)
+    store.jsonl.unlink()  # killed between the job file's rename and the append
+    store.close()
+    again = ResultStore(store.root)
+    again.open_for("tiny", "h1", {"name": "tiny"})
+    assert [r["job_id"] for _, r in read_jsonl(again.jsonl)[0]] == [row["job_id"]]
+    again.close()
+
+
+def test_a_second_run_cannot_write_into_a_directory_in_use(store):
+    other = ResultStore(store.root)
+    with pytest.raises(SpecError, match=f"another seqbench run \\(pid {os.getpid()}\\)"):
+        other.open_for("tiny", "h1", {"name": "tiny"})
+    store.close()
+    other.open_for("tiny", "h1", {"name": "tiny"})  # free again once the first has closed
+    other.close()
+
+
+def test_stale_temporary_files_of_killed_writers_are_removed(store):
+    stale = store.jobs_dir / ".abc.json.x1y2.tmp"
+    stale.write_text('{"half": ')
+    store.close()
+    ResultStore(store.root).open_for("tiny", "h1", {"name": "tiny"})
+    assert not stale.exists()
+
+
+def test_nan_metrics_are_stored_as_null_and_flagged_on_ok_rows():
+    row = {**stored_row(0), "metric_mse": float("nan"), "primary_metric": "mse"}
+    stored = json.loads(dumps(row))
+    assert stored["metric_mse"] is None
+    assert [p.message for p in check_rows([("x", stored)])] == [
+        "ok row with a NaN or infinite metric_mse (None)"]
+
+
+# --- the Ray executor ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test tasks by value
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_and_local_executors_give_the_same_rows(ray_cluster, local):
+    from seqbench.ray_executor import RayExecutor
+
+    jobs = [tiny_jobs(seeds=[0])[0], broken_job(), long_job(timeout_s=1.5)]
+    by_local, by_ray = [], []
+    local.run(jobs, {"suite": "tiny"}, by_local.append)
+    RayExecutor().run(jobs, {"suite": "tiny"}, by_ray.append)
+
+    def key(rows):
+        return sorted((r["config_hash"], r["seed"], r["status"]) for r in rows)
+
+    assert key(by_ray) == key(by_local)
+    assert sorted(r["status"] for r in by_ray) == ["error", "ok", "timeout"]
+    ok = {r["job_id"]: r for r in by_ray if r["status"] == "ok"}
+    for r in by_local:
+        if r["status"] == "ok":  # same seed, same data, same training: same numbers
+            assert r["metric_mse"] == pytest.approx(ok[r["job_id"]]["metric_mse"], rel=1e-5)
+            assert ok[r["job_id"]]["peak_mem_bytes"] > 0
+
+
+def crash_then_succeed(job: dict, context: dict) -> dict:
+    """Kills its Ray worker on the first ``job['crashes']`` attempts, then returns a row."""
+    marks = Path(job["marks"])
+    attempt = len(list(marks.iterdir())) + 1
+    (marks / str(attempt)).touch()
+    if attempt <= job["crashes"]:
+        os._exit(1)
+    return {"job_id": job["id"], "status": "ok", "attempt": attempt}
+
+
+def sleep_forever(job: dict, context: dict) -> dict:
+    time.sleep(600)
+    return {}
+
+
+def fake_job(tmp_path: Path, crashes: int) -> dict:
+    job = {**tiny_jobs(seeds=[0])[0], "marks": str(tmp_path), "crashes": crashes, "id": "x"}
+    return job
+
+
+def test_a_crashed_ray_worker_is_retried_a_bounded_number_of_times(ray_cluster, tmp_path):
+    from seqbench.ray_executor import RayExecutor
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows = []
+    RayExecutor(max_retries=2, task=crash_then_succeed).run(
+        [fake_job(tmp_path / "a", crashes=2)], {}, rows.append)
+    assert rows == [{"job_id": "x", "status": "ok", "attempt": 3}]
+    RayExecutor(max_retries=1, task=crash_then_succeed).run(
+        [fake_job(tmp_path / "b", crashes=5)], {}, rows.append)
+    assert rows[1]["status"] == "error" and "Ray worker died 2 times" in rows[1]["error"]
+    assert len(list((tmp_path / "b").iterdir())) == 2
+
+
+def test_a_hung_ray_task_is_cancelled_and_recorded_as_timeout(ray_cluster):
+    from seqbench.ray_executor import RayExecutor
+
+    job = {**tiny_jobs(seeds=[0])[0], "timeout_s": 0.5}
+    rows = []
+    started = time.monotonic()
+    RayExecutor(grace_s=1.0, task=sleep_forever).run([job], {"suite": "tiny"}, rows.append)
+    assert time.monotonic() - started < 60
+    assert rows[0]["status"] == "timeout" and "Ray task was cancelled" in rows[0]["error"]
+    assert rows[0]["job_id"] == job_id(job)
+
+
+def test_a_task_killed_by_rays_memory_monitor_is_oom_and_not_retried():
+    ray = pytest.importorskip("ray")
+    from seqbench.ray_executor import RayExecutor, _Attempt
+
+    class KilledByMonitor:
+        def get(self, ref):
+            raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running "
+                                                  "low on memory.\nMemory on the node ...")
+
+    job = tiny_jobs(seeds=[0])[0]
+    row = RayExecutor(max_retries=3)._collect(KilledByMonitor(), None, _Attempt(job, 1, 0.0),
+                                              {"suite": "tiny"})
+    assert row is not None, "an OOM kill is recorded, not resubmitted"
+    assert row["status"] == "oom" and "memory monitor" in row["error"]
+    assert "low on memory." in row["error"] and "\n" not in row["error"]
