@@ -17,7 +17,8 @@ The batch policy is explicit: ``fixed-batch`` (the same batch at every length) o
 
 The frontier. :class:`FrontierExecutor` wraps any executor and runs a suite's jobs one at a
 time in sweep order. Once a model's sweep hits a stop condition (``oom``, ``timeout``, ``slow``:
-a training step slower than ``scale.max_step_s``; optionally ``error``/``diverged``), its longer
+the next length's training step predicted slower than ``scale.max_step_s``; optionally
+``error``/``diverged``), its longer
 lengths become ``skipped`` rows without starting a worker (``scale.after_stop: skip``) or run
 anyway (``run``). On CPU a per-worker memory cap (``scale.mem_cap_gib``; see
 :func:`seqbench.measure.apply_mem_cap`) makes allocations past it fail, so the frontier exists
@@ -340,20 +341,33 @@ class StopPolicy:
         return cls(tuple(scale.stop_on), scale.after_stop, scale.max_step_s)
 
     def describe(self) -> str:
-        return (f"after {'|'.join(self.stop_on)} (slow: step > {self.max_step_s:g} s), "
+        return (f"after {'|'.join(self.stop_on)} (slow: next step predicted > "
+                f"{self.max_step_s:g} s), "
                 f"longer lengths: {'skipped' if self.after_stop == 'skip' else 'run anyway'}")
 
-    def reason(self, row: dict[str, Any]) -> str | None:
-        """Why the sweep stops after ``row``, or None."""
+    def reason(self, row: dict[str, Any], previous: dict[str, Any] | None = None) -> str | None:
+        """Why the sweep stops after ``row`` (``previous``: the curve's last ``ok`` row before
+        it), or None.
+
+        "slow" looks one length ahead: the step time (prefill time for streams) grows from this
+        length to the next by the factor it grew from the previous one (at least 1), and a
+        next length predicted past ``max_step_s`` is not run, so the sweep never spends a
+        length's repeats on a step far over the budget.
+        """
         status = row.get("status")
         if status in self.stop_on:
             return f"{status} at length {row.get('seq_len')}"
         if "slow" in self.stop_on and status == "ok":
             key = "train_step_s_median" if row.get("kind") == "scale" else "prefill_s"
             seconds = row.get(key)
-            if seconds is not None and seconds > self.max_step_s:
-                return (f"slow at length {row.get('seq_len')}: {key} {seconds:.3g} s > "
-                        f"max_step_s {self.max_step_s:g} s")
+            if seconds is None or not math.isfinite(seconds):
+                return None
+            before = (previous or {}).get(key)
+            growth = max(1.0, seconds / before) if before else 1.0
+            if seconds * growth > self.max_step_s:
+                return (f"slow at length {row.get('seq_len')}: {key} {seconds:.3g} s, "
+                        f"{seconds * growth:.3g} s predicted for the next length > max_step_s "
+                        f"{self.max_step_s:g} s")
         return None
 
 
@@ -396,16 +410,23 @@ class FrontierExecutor:
 
     def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
         stopped: dict[str, str] = {}  # curve -> why its sweep stopped
+        last_ok: dict[str, dict[str, Any]] = {}  # curve -> its longest ok row so far
         baseline = getattr(self.inner, "baseline_rss", None)
         if baseline is not None:  # measured once, now, so no job's worker_wall_s includes it
             baseline()
+
+        def decide(curve: str, row: dict[str, Any]) -> None:
+            reason = self.policy.reason(row, last_ok.get(curve))
+            if reason and curve not in stopped:
+                stopped[curve] = reason
+            if row.get("status") == "ok":
+                last_ok[curve] = row
+
         for job in jobs:
             curve = curve_key(job)
             prior = self.recorded.get(job_id(job))
             if prior is not None and prior.get("status") != "skipped":
-                reason = self.policy.reason(prior)
-                if reason and curve not in stopped:
-                    stopped[curve] = reason
+                decide(curve, prior)
                 continue
             if curve in stopped and self.policy.after_stop == "skip":
                 row = skipped_row(job, context, stopped[curve], self.policy)
@@ -413,9 +434,7 @@ class FrontierExecutor:
                     on_row(row)
                 continue
             row = self.run_one(job, context)
-            reason = self.policy.reason(row)
-            if reason and curve not in stopped:
-                stopped[curve] = reason
+            decide(curve, row)
             on_row(row)
 
     def run_one(self, job: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -463,6 +482,18 @@ CURVE_METRICS = {  # kind -> (length column, metrics fitted against it)
 }
 
 
+def stopped_by(group: list[dict[str, Any]], failed: list[dict[str, Any]],
+               length_key: str) -> str:
+    """What ended a curve: its first failed length, else the reason its skipped rows give."""
+    if failed:
+        return f"{failed[0]['status']} at {failed[0].get(length_key)}"
+    skipped = next((r for r in group if r.get("status") == "skipped"), None)
+    if skipped is None:
+        return ""
+    text = skipped.get("error", "")
+    return text[text.find("(") + 1: text.rfind(")")] if "(" in text else text
+
+
 def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model curve (kind, task, model config, policy, device, dtype; seeds pooled by the
     median at each length): fitted log-log slopes of time and memory against length, over all
@@ -486,8 +517,7 @@ def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "device": group[0].get("device", ""), "dtype": group[0].get("dtype", ""),
             "lengths_ok": sorted({r[length_key] for r in ok if r.get(length_key)}),
             "frontier_len": max((r.get(length_key) or 0 for r in ok), default=None),
-            "stopped_by": (f"{failed[0]['status']} at {failed[0].get(length_key)}"
-                           if failed else ""),
+            "stopped_by": stopped_by(group, failed, length_key),
             "fits": {},
         }
         for metric in metrics:

@@ -84,7 +84,9 @@ class ScaleSpec(_Strict):
     min_repeats: PositiveInt = 3  # timed calls per mode (training step, forward, stream step)
     max_repeats: PositiveInt = 50
     budget_s: float = Field(2.0, gt=0)  # timed seconds per mode, after min_repeats
-    max_step_s: float = Field(30.0, gt=0)  # a slower median training step is the time frontier
+    # the time frontier: stop once the next length's training step (a stream's prefill) is
+    # predicted slower than this (growth from the previous length carried forward)
+    max_step_s: float = Field(30.0, gt=0)
     stop_on: list[StopReason] = Field(default_factory=lambda: ["oom", "timeout", "slow"])
     after_stop: Literal["skip", "run"] = "skip"  # longer lengths: `skipped` rows, or run anyway
     stream_positions: list[PositiveInt] = Field(default_factory=lambda: [1024, 4096, 16384])

@@ -180,6 +180,14 @@ def test_policy_run_anyway_and_a_slow_step_frontier():
     rows = frontier_run(slow, inner)
     assert [r["status"] for r in rows] == ["ok", "ok", "skipped", "skipped"]
     assert "slow at length 512" in rows[-1]["error"]
+    # one length ahead: 0.3 s then 0.6 s predicts 1.2 s for 1024, which is not run
+    inner = FakeExecutor(lambda model, L: ("ok", L / 850))
+    rows = frontier_run(slow, inner)
+    assert [r["status"] for r in rows] == ["ok", "ok", "skipped", "skipped"]
+    assert "1.2 s predicted for the next length" in rows[-1]["error"]
+    # no growth seen yet (one point) predicts no growth: 0.9 s alone does not stop the sweep
+    inner = FakeExecutor(lambda model, L: ("ok", 0.9))
+    assert [r["status"] for r in frontier_run(slow, inner)] == ["ok"] * 4
 
 
 def worker_data_footprint() -> int:
@@ -369,3 +377,9 @@ def test_complexity_fits_each_curve_over_ok_rows_and_names_the_frontier():
     assert math_curve["fits"]["train_s_per_seq"]["tail_slope"] == pytest.approx(2.0)
     assert math_curve["lengths_ok"] == [256, 512, 1024] and math_curve["frontier_len"] == 1024
     assert math_curve["stopped_by"] == "oom at 2048"
+    for row in rows:  # a curve ended by skipped rows alone names their reason
+        if row["model"] == "lstm" and row["seq_len"] == 4096:
+            row.update(status="skipped", error="skipped: the sweep stopped (slow at length 2048)")
+    curves = {c["model"]: c for c in complexity(rows)}
+    assert curves["lstm"]["stopped_by"] == "slow at length 2048"
+    assert curves["lstm"]["frontier_len"] == 2048

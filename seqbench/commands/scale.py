@@ -42,6 +42,8 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the tables
+        console = Console(width=150)
     suite, path = load_suite(args.spec)
     if suite.kind != "scale":
         raise SpecError("spec", str(path), f"is kind: {suite.kind}; seqbench scale runs kind: "
