@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "crashed (default 2); application errors and OOM kills are not retried")
     p.add_argument("--retry", action="store_true",
                    help="rerun jobs whose recorded status is not ok")
+    p.add_argument("--data-dir", default=None,
+                   help="local datasets (default: $SEQBENCH_DATA_DIR, else "
+                        "~/.local/share/seqbench); see `seqbench data check`")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
     p.add_argument("--no-report", action="store_true",
                    help="skip the report (figures, tables) written after the sweep")
@@ -91,8 +94,14 @@ def make_executor(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console(stderr=False)
+    import sys
+
+    # a log file or a pipe gets the whole table, not one squeezed to 80 columns
+    console = Console(width=None if sys.stdout.isatty() else 140)
     check_args(args)
+    from seqbench.data.paths import use_data_dir
+
+    use_data_dir(args.data_dir)  # exported to workers; never part of a config hash
     suite, path = load_suite(args.spec)
     jobs = expand(suite, str(path))
     if args.timeout is not None:  # timeout_s stays out of config hashes: same job ids
@@ -157,15 +166,19 @@ def run_with_progress(executor, jobs: list[dict[str, Any]], context: dict[str, A
 
 
 def print_summary(store: ResultStore, console) -> None:
+    """Model x length: primary metric (mean ± CI over seeds), tokens/s, peak memory, status."""
     from rich.table import Table
 
-    table = _summary(store.rows())
+    from seqbench.results import load, summary_table
+
+    if not store.jsonl.exists():
+        return
+    table = summary_table(load(store.root, warn=False))
     if table.empty:
         return
     rich_table = Table(title=f"summary ({store.root})")
     for column in table.columns:
-        rich_table.add_column(str(column), justify="left" if table[column].dtype == object
-                              else "right")
+        rich_table.add_column(str(column))
     for _, r in table.iterrows():
         rich_table.add_row(*(str(v) for v in r))
     console.print(rich_table)
@@ -179,21 +192,3 @@ def write_report(out: Path, console) -> None:
     report_dir = _write(out, out / "report")
     console.print(f"report: {report_dir}")
 
-
-def _summary(rows: list[dict[str, Any]]):
-    """Model x length: primary metric, train tokens/s, peak memory, status (mean over seeds)."""
-    import pandas as pd
-
-    records = []
-    for r in rows:
-        metric = r.get("primary_metric") or ""
-        records.append({"task": r["task"], "L": r["seq_len"], "model": r["model"],
-                        "metric": metric, "value": r.get(f"metric_{metric}"),
-                        "train tok/s": r.get("train_tokens_per_s"),
-                        "peak MB": (r.get("peak_mem_bytes") or 0) / 2**20, "status": r["status"]})
-    if not records:
-        return pd.DataFrame()
-    df = pd.DataFrame(records)
-    return df.groupby(["task", "L", "model", "metric"], sort=False).agg(
-        value=("value", "mean"), tok_s=("train tok/s", "median"), peak_mb=("peak MB", "max"),
-        status=("status", lambda s: ",".join(sorted(set(s))))).reset_index().round(4)
