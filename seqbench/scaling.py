@@ -331,18 +331,20 @@ class StopPolicy:
 
     stop_on: tuple[str, ...] = ("oom", "timeout", "slow")
     after_stop: str = "skip"  # "skip": `skipped` rows without a worker; "run": run them anyway
-    max_step_s: float = 30.0  # "slow": a median training step (or a prefill) above this
+    max_step_s: float = 30.0  # "slow": the next length's median training step above this
+    max_prefill_s: float = 120.0  # "slow" for streams: the next position's prefill above this
 
     @classmethod
     def from_suite(cls, suite: Any) -> StopPolicy:
         from seqbench.spec import ScaleSpec
 
         scale = suite.scale or ScaleSpec()
-        return cls(tuple(scale.stop_on), scale.after_stop, scale.max_step_s)
+        return cls(tuple(scale.stop_on), scale.after_stop, scale.max_step_s,
+                   scale.max_prefill_s)
 
     def describe(self) -> str:
-        return (f"after {'|'.join(self.stop_on)} (slow: next step predicted > "
-                f"{self.max_step_s:g} s), "
+        return (f"after {'|'.join(self.stop_on)} (slow: next training step predicted > "
+                f"{self.max_step_s:g} s, next prefill > {self.max_prefill_s:g} s), "
                 f"longer lengths: {'skipped' if self.after_stop == 'skip' else 'run anyway'}")
 
     def reason(self, row: dict[str, Any], previous: dict[str, Any] | None = None) -> str | None:
@@ -351,23 +353,26 @@ class StopPolicy:
 
         "slow" looks one length ahead: the step time (prefill time for streams) grows from this
         length to the next by the factor it grew from the previous one (at least 1), and a
-        next length predicted past ``max_step_s`` is not run, so the sweep never spends a
-        length's repeats on a step far over the budget.
+        next length predicted past ``max_step_s`` (``max_prefill_s``) is not run, so the sweep
+        never spends a length's repeats on a step far over the budget.
         """
         status = row.get("status")
         if status in self.stop_on:
             return f"{status} at length {row.get('seq_len')}"
         if "slow" in self.stop_on and status == "ok":
-            key = "train_step_s_median" if row.get("kind") == "scale" else "prefill_s"
+            scale = row.get("kind") == "scale"
+            key = "train_step_s_median" if scale else "prefill_s"
+            limit, limit_name = ((self.max_step_s, "max_step_s") if scale
+                                 else (self.max_prefill_s, "max_prefill_s"))
             seconds = row.get(key)
             if seconds is None or not math.isfinite(seconds):
                 return None
             before = (previous or {}).get(key)
             growth = max(1.0, seconds / before) if before else 1.0
-            if seconds * growth > self.max_step_s:
+            if seconds * growth > limit:
                 return (f"slow at length {row.get('seq_len')}: {key} {seconds:.3g} s, "
-                        f"{seconds * growth:.3g} s predicted for the next length > max_step_s "
-                        f"{self.max_step_s:g} s")
+                        f"{seconds * growth:.3g} s predicted for the next length > "
+                        f"{limit_name} {limit:g} s")
         return None
 
 
@@ -490,8 +495,9 @@ def stopped_by(group: list[dict[str, Any]], failed: list[dict[str, Any]],
     skipped = next((r for r in group if r.get("status") == "skipped"), None)
     if skipped is None:
         return ""
-    text = skipped.get("error", "")
-    return text[text.find("(") + 1: text.rfind(")")] if "(" in text else text
+    text = skipped.get("error", "")  # "skipped: the sweep stopped (slow at length 2048: ...)"
+    reason = text[text.find("(") + 1: text.rfind(")")] if "(" in text else text
+    return reason.split(":")[0]
 
 
 def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

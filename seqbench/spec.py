@@ -87,6 +87,7 @@ class ScaleSpec(_Strict):
     # the time frontier: stop once the next length's training step (a stream's prefill) is
     # predicted slower than this (growth from the previous length carried forward)
     max_step_s: float = Field(30.0, gt=0)
+    max_prefill_s: float = Field(120.0, gt=0)  # the same for a stream's prompt (prefill)
     stop_on: list[StopReason] = Field(default_factory=lambda: ["oom", "timeout", "slow"])
     after_stop: Literal["skip", "run"] = "skip"  # longer lengths: `skipped` rows, or run anyway
     stream_positions: list[PositiveInt] = Field(default_factory=lambda: [1024, 4096, 16384])

@@ -190,6 +190,13 @@ def test_policy_run_anyway_and_a_slow_step_frontier():
     assert [r["status"] for r in frontier_run(slow, inner)] == ["ok"] * 4
 
 
+def test_streams_stop_on_the_predicted_prefill_time():
+    policy = StopPolicy(max_step_s=0.1, max_prefill_s=2.0)
+    row = {"kind": "stream", "status": "ok", "seq_len": 4096, "prefill_s": 0.6}
+    assert policy.reason(row, {"prefill_s": 0.4}) is None  # 0.9 s predicted
+    assert "max_prefill_s 2 s" in policy.reason(row, {"prefill_s": 0.15})  # 2.4 s predicted
+
+
 def worker_data_footprint() -> int:
     """VmData of a worker after its imports and a first torch op (bytes)."""
     script = ("import seqbench.runner, seqbench.scaling, torch\n"
@@ -379,7 +386,8 @@ def test_complexity_fits_each_curve_over_ok_rows_and_names_the_frontier():
     assert math_curve["stopped_by"] == "oom at 2048"
     for row in rows:  # a curve ended by skipped rows alone names their reason
         if row["model"] == "lstm" and row["seq_len"] == 4096:
-            row.update(status="skipped", error="skipped: the sweep stopped (slow at length 2048)")
+            row.update(status="skipped",
+                       error="skipped: the sweep stopped (slow at length 2048: step 9 s)")
     curves = {c["model"]: c for c in complexity(rows)}
-    assert curves["lstm"]["stopped_by"] == "slow at length 2048"
+    assert curves["lstm"]["stopped_by"] == "slow at length 2048"  # the reason's head only
     assert curves["lstm"]["frontier_len"] == 2048
