@@ -28,17 +28,19 @@ Exact commands (from the checkout; seqbench must be pip-installed in the interpr
     # asv alone (asv.conf.json: "environment_type": "existing", results under results/asv):
     asv machine --yes                                 # once per machine
     asv check -E existing                             # the suite imports and is consistent
-    asv run -E existing:$(which python) --set-commit-hash $(git rev-parse HEAD)
+    asv run -E existing:$(python -c 'import sys; print(sys.executable)') \
+        --set-commit-hash $(git rev-parse HEAD)
     asv publish                                       # HTML history in results/asv/html
     asv preview                                       # serve it on http://127.0.0.1:8080
-    asv run -E existing --quick --python=same --bench 'track_train'   # smoke, saves nothing
+    .ci/asv-smoke.sh                                  # CI smoke: one grid point, saves nothing
 
 asv keys its results by the interpreter path: keep the nightly venv at one fixed path.
 
-cron (03:00 every night; ``crontab -e`` for the user owning the checkout)::
+cron (03:00 every night; ``crontab -e`` for the user owning the checkout in ``~/seqbench`` with
+its venv in ``.venv``; history in ``~/seqbench/results/nightly``, output appended to
+``~/seqbench/log``; one line, as cron has no line continuation)::
 
-    0 3 * * * cd /srv/seqbench && git pull --ff-only && .venv/bin/seqbench nightly --asv \
-        --history /srv/seqbench/history >> /srv/seqbench/history/cron.log 2>&1
+    0 3 * * * cd ~/seqbench && git pull -q --ff-only && .venv/bin/seqbench nightly --asv >>log 2>&1
 
 systemd (``/etc/systemd/system/seqbench-nightly.service`` and ``.timer``; then
 ``systemctl daemon-reload && systemctl enable --now seqbench-nightly.timer``)::
@@ -52,6 +54,7 @@ systemd (``/etc/systemd/system/seqbench-nightly.service`` and ``.timer``; then
     ExecStartPre=/usr/bin/git pull --ff-only
     ExecStart=/srv/seqbench/.venv/bin/seqbench nightly --asv --history /srv/seqbench/history
     TimeoutStartSec=6h
+    # exit 1 (regressions) or 3 (red gate) marks the unit failed: OnFailure= can notify
 
     [Unit]
     Description=seqbench nightly benchmark at 03:00
@@ -239,9 +242,11 @@ def run_suite(suite: Suite, source: str, out: Path, executor: Any,
 
 
 def asv_commands(python: str, sha: str) -> list[list[str]]:
-    return [["asv", "machine", "--yes"],
-            ["asv", "run", "-E", f"existing:{python}", "--set-commit-hash", sha],
-            ["asv", "publish"]]
+    """``python -m asv``, so cron's short PATH still finds the venv's asv."""
+    asv = [python, "-m", "asv"]
+    return [[*asv, "machine", "--yes"],
+            [*asv, "run", "-E", f"existing:{python}", "--set-commit-hash", sha],
+            [*asv, "publish"]]
 
 
 def run_asv(log: Path, sha: str, cwd: Path = SOURCE_ROOT) -> dict[str, int]:
@@ -249,16 +254,13 @@ def run_asv(log: Path, sha: str, cwd: Path = SOURCE_ROOT) -> dict[str, int]:
     codes: dict[str, int] = {}
     with open(log, "wb") as out:
         for command in asv_commands(sys.executable, sha):
+            step = command[3]  # machine, run, publish
             out.write(f"$ {' '.join(command)}\n".encode())
             out.flush()
-            try:
-                codes[command[1]] = subprocess.run(command, cwd=cwd, stdout=out,
-                                                   stderr=subprocess.STDOUT).returncode
-            except OSError as exc:  # asv not installed
-                out.write(f"{exc}\n".encode())
-                codes[command[1]] = 127
-            if codes[command[1]] != 0 and command[1] == "machine":
-                break
+            codes[step] = subprocess.run(command, cwd=cwd, stdout=out,
+                                         stderr=subprocess.STDOUT).returncode
+            if codes[step] != 0 and step != "publish":
+                break  # no machine file: run exits 1; a failed run: nothing new to publish
     return codes
 
 
