@@ -84,9 +84,7 @@ class ScaleSpec(_Strict):
     min_repeats: PositiveInt = 3  # timed calls per mode (training step, forward, stream step)
     max_repeats: PositiveInt = 50
     budget_s: float = Field(2.0, gt=0)  # timed seconds per mode, after min_repeats
-    # the time frontier: stop once the next length's training step (a stream's prefill) is
-    # predicted slower than this (growth from the previous length carried forward)
-    max_step_s: float = Field(30.0, gt=0)
+    max_step_s: float = Field(30.0, gt=0)  # a slower median training step is the time frontier
     max_prefill_s: float = Field(120.0, gt=0)  # the same for a stream's prompt (prefill)
     stop_on: list[StopReason] = Field(default_factory=lambda: ["oom", "timeout", "slow"])
     after_stop: Literal["skip", "run"] = "skip"  # longer lengths: `skipped` rows, or run anyway
