@@ -96,9 +96,18 @@ class S4D(Mixer):
         return torch.zeros(batch, self.d_model, self.config.d_state // 2, device=device,
                            dtype=torch.cfloat)  # complex64 whatever the model dtype
 
+    def _discrete_for_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_discrete`, computed once per parameter version when no graph is built."""
+        if torch.is_grad_enabled():
+            return self._discrete()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if getattr(self, "_step_cache", (None,))[0] != key:
+            self._step_cache = (key, self._discrete())
+        return self._step_cache[1]
+
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.kernel_path = "torch-step"
-        _, CB, decay = self._discrete()
+        _, CB, decay = self._discrete_for_step()
         u = x_t.float()  # (B, H)
         # state holds x_t / B with B folded into C: state = decay * state + u
         state = decay * state + u.unsqueeze(-1)  # (B, H, N/2)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 DEFAULT_CHUNK = 64  # steps per chunk; Python steps per pass ~ 2 * T + L / T, best near sqrt(L)
 
@@ -57,65 +58,70 @@ def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([x, pad], dim=1)
 
 
-def _forward_states(dA: torch.Tensor, h: torch.Tensor, delta: torch.Tensor,
-                    A: torch.Tensor, T: int) -> None:
-    """In place: turn ``h`` (holding the inputs delta*u*B) into the states h_t.
+def _forward_states(dA: torch.Tensor, h: torch.Tensor, decay: torch.Tensor, T: int) -> None:
+    """In place: turn ``h`` (holding the inputs delta u B) into the states h_t.
 
-    dA, h: (B, Lp, D, N) with Lp = nc * T; delta: (B, Lp, D) fp32; A: (D, N).
+    dA, h: (B, Lp, N, D) with Lp = nc T; decay: (B, nc, N, D), each chunk's total decay.
     """
-    Bz, Lp, D, N = h.shape
+    Bz, Lp, N, D = h.shape
     nc = Lp // T
-    hc, ac = h.view(Bz, nc, T, D, N), dA.view(Bz, nc, T, D, N)
+    hc, ac = h.view(Bz, nc, T, N, D), dA.view(Bz, nc, T, N, D)
     for i in range(1, T):  # 1. local sweep, every chunk from a zero state
         hc[:, :, i].addcmul_(ac[:, :, i], hc[:, :, i - 1])
     if nc == 1:
         return
-    # 2. carry: state entering chunk k; chunk k's total decay is exp(A * sum of its deltas)
-    decay = torch.exp(delta.view(Bz, nc, T, D).sum(2).unsqueeze(-1) * A)  # (B, nc, D, N)
-    incoming = h.new_empty(Bz, nc - 1, D, N)  # state entering chunks 1..nc-1
+    # 2. carry: the state entering chunk k
+    incoming = h.new_empty(Bz, nc - 1, N, D)
     state = hc[:, 0, T - 1]
     for k in range(1, nc):
         incoming[:, k - 1] = state
         if k < nc - 1:
             state = torch.addcmul(hc[:, k, T - 1], decay[:, k], state)
     # 3. correction: add the incoming state, decayed step by step, to every position
-    r = incoming
     for i in range(T):
-        r = r * ac[:, 1:, i]
-        hc[:, 1:, i] += r
+        incoming.mul_(ac[:, 1:, i])
+        hc[:, 1:, i] += incoming
 
 
-def _adjoint_states(dA: torch.Tensor, g: torch.Tensor, delta: torch.Tensor,
-                    A: torch.Tensor, T: int) -> None:
+def _adjoint_states(dA: torch.Tensor, g: torch.Tensor, decay: torch.Tensor, T: int) -> None:
     """In place: turn ``g`` (holding dL/dh_t) into the adjoint g_t = dL/dh_t + a_{t+1} g_{t+1}.
 
-    The mirror image of :func:`_forward_states`: the same three passes, right to left.
+    The mirror image of :func:`_forward_states`, right to left; ``decay`` (B, nc, N, D) is
+    each chunk's decay from its position 0 to its end, prod_{j>=1} a_j.
     """
-    Bz, Lp, D, N = g.shape
+    Bz, Lp, N, D = g.shape
     nc = Lp // T
-    gc, ac = g.view(Bz, nc, T, D, N), dA.view(Bz, nc, T, D, N)
+    gc, ac = g.view(Bz, nc, T, N, D), dA.view(Bz, nc, T, N, D)
     for i in range(T - 2, -1, -1):  # 1. local sweep, every chunk from a zero end
         gc[:, :, i].addcmul_(ac[:, :, i + 1], gc[:, :, i + 1])
     if nc == 1:
         return
-    # 2. carry from the right: into chunk k flows a_{k+1,0} * g_{k+1,0}; inside chunk k it
-    # reaches position 0 decayed by prod_{j=1}^{T-1} a_{k,j} = exp(A * sum_{j>=1} delta_{k,j})
-    decay = torch.exp(delta.view(Bz, nc, T, D)[:, :, 1:].sum(2).unsqueeze(-1) * A)
-    incoming = g.new_empty(Bz, nc - 1, D, N)  # flowing into chunks 0..nc-2 from the right
+    # 2. carry from the right: into chunk k flows a_{k+1,0} g_{k+1,0}
+    incoming = g.new_empty(Bz, nc - 1, N, D)
     first = gc[:, nc - 1, 0]  # g at the first position of the last chunk (nothing flows in)
     for k in range(nc - 2, -1, -1):
-        incoming[:, k] = ac[:, k + 1, 0] * first
+        torch.mul(ac[:, k + 1, 0], first, out=incoming[:, k])
         if k > 0:
             first = torch.addcmul(gc[:, k, 0], decay[:, k], incoming[:, k])
-    # 3. correction: position i of chunk k receives prod_{j=i+1}^{T-1} a_{k,j} * incoming
-    r = incoming
+    # 3. correction: position i of chunk k receives prod_{j=i+1}^{T-1} a_{k,j} incoming_k
     for i in range(T - 1, -1, -1):
-        gc[:, :-1, i] += r
+        gc[:, :-1, i] += incoming
         if i > 0:
-            r = r * ac[:, :-1, i]
+            incoming.mul_(ac[:, :-1, i])
+
+
+def _chunk_decay(delta: torch.Tensor, At: torch.Tensor, T: int, skip_first: bool) -> torch.Tensor:
+    """exp(A * sum of a chunk's deltas): (B, nc, N, D), without forming T products."""
+    Bz, Lp, D = delta.shape
+    chunks = delta.view(Bz, Lp // T, T, D)
+    total = (chunks[:, :, 1:] if skip_first else chunks).sum(2)  # (B, nc, D)
+    return torch.exp(total.unsqueeze(2) * At)
 
 
 class _SelectiveScan(torch.autograd.Function):
+    """The states live as (B, L, N, D): every contraction over N or D is then a batched matmul
+    with D = d_inner as the long, contiguous side."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
         dtypes = (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype)
@@ -124,35 +130,42 @@ class _SelectiveScan(torch.autograd.Function):
         Lp = -(-L // T) * T
         f = torch.promote_types(u.dtype, torch.float32)  # fp32, or fp64 for references
         u, delta, B, C = (_pad_time(t.to(f), Lp).contiguous() for t in (u, delta, B, C))
-        A = A.to(f)
-        dA = (delta.unsqueeze(-1) * A).exp_()  # (B, Lp, D, N) decays in (0, 1]
-        du = delta * u  # (B, Lp, D)
-        h = du.unsqueeze(-1) * B.unsqueeze(2)  # (B, Lp, D, N) inputs, become the states
-        _forward_states(dA, h, delta, A, T)
-        y = (h @ C.unsqueeze(-1)).squeeze(-1)  # (B, Lp, D)
-        ctx.save_for_backward(u, delta, A, B, C, dA, h)
+        At = A.to(f).t().contiguous()  # (N, D)
+        dA = (delta.unsqueeze(2) * At).exp_()  # (B, Lp, N, D) decays in (0, 1]
+        h = B.unsqueeze(-1) * (delta * u).unsqueeze(2)  # (B, Lp, N, D) inputs -> states
+        if Lp > T:
+            _forward_states(dA, h, _chunk_decay(delta, At, T, skip_first=False), T)
+        else:
+            _forward_states(dA, h, dA, T)  # one chunk: no carry
+        y = (C.unsqueeze(2) @ h).squeeze(2)  # (B, Lp, D)
+        ctx.save_for_backward(u, delta, At, B, C, dA, h)
         ctx.meta = (dtypes, L, T)
         return y[:, :L].to(dtypes[0])
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy):
-        u, delta, A, B, C, dA, h = ctx.saved_tensors
+        u, delta, At, B, C, dA, h = ctx.saved_tensors
         dtypes, L, T = ctx.meta
         gy = _pad_time(gy.to(h.dtype), h.shape[1]).contiguous()  # (B, Lp, D)
-        g = gy.unsqueeze(-1) * C.unsqueeze(2)  # (B, Lp, D, N) dL/dh_t through y_t only
-        _adjoint_states(dA, g, delta, A, T)  # g_t = dL/dh_t, through all later outputs
-        gC = (gy.unsqueeze(-2) @ h).squeeze(-2)  # (B, Lp, N)
-        gdu = (g @ B.unsqueeze(-1)).squeeze(-1)  # (B, Lp, D)  d/d(delta u)
-        gB = ((delta * u).unsqueeze(-2) @ g).squeeze(-2)  # (B, Lp, N)
-        # d/d(delta A) at step t: g_t * a_t * h_{t-1}, computed in place in g
+        g = C.unsqueeze(-1) * gy.unsqueeze(2)  # (B, Lp, N, D) dL/dh_t through y_t only
+        decay = _chunk_decay(delta, At, T, skip_first=True) if h.shape[1] > T else dA
+        _adjoint_states(dA, g, decay, T)  # g_t = dL/dh_t through every later output
+        du = delta * u
+        gC = (h @ gy.unsqueeze(-1)).squeeze(-1)  # (B, Lp, N)
+        gB = (g @ du.unsqueeze(-1)).squeeze(-1)  # (B, Lp, N)
+        gdu = (B.unsqueeze(2) @ g).squeeze(2)  # (B, Lp, D)  dL/d(delta u)
+        # dL/d(delta A)_t = g_t a_t h_{t-1}, in place in g (saved tensors stay untouched, so
+        # a second backward through a retained graph is still right)
         g.mul_(dA)
         g[:, 1:].mul_(h[:, :-1])
         g[:, 0].zero_()
-        gA = torch.einsum("bldn,bld->dn", g, delta)
-        gdelta = gdu * u + torch.einsum("bldn,dn->bld", g, A)
+        gdelta = gdu * u  # (B, Lp, D)
+        for n in range(g.shape[2]):  # sum over the N states of A_n * dL/d(delta A)_n
+            gdelta.addcmul_(g[:, :, n], At[n])
+        gA = g.mul_(delta.unsqueeze(2)).sum((0, 1)).t()  # (D, N)
         gu = gdu * delta
-        grads = (gu, gdelta, gA, gB, gC)
-        grads = tuple(gr if gr.dim() == 2 else gr[:, :L] for gr in grads)
+        grads = [gr[:, :L] for gr in (gu, gdelta)] + [gA] + [gr[:, :L] for gr in (gB, gC)]
         return (*(gr.to(dt) for gr, dt in zip(grads, dtypes, strict=True)), None)
 
 
