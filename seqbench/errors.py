@@ -9,6 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def _printable(text: str) -> str:
+    """Escape control characters (a YAML key may hold a newline): the message stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 class SeqbenchError(Exception):
     """Base class for errors that the CLI turns into a one-line message."""
 
@@ -23,11 +28,12 @@ class SpecError(SeqbenchError, ValueError):
         self.value = value
         self.allowed = allowed
         self.source = source
-        where = f"{source}: " if source else ""
+        where = f"{_printable(source)}: " if source else ""
+        field = _printable(field)
         shown = repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
-        super().__init__(f"{where}{field}: got {shown}; {allowed}")
+        super().__init__(f"{where}{field}: got {shown}; {_printable(allowed)}")
 
 
 class UnknownNameError(SpecError, KeyError):

@@ -355,8 +355,6 @@ def test_any_spec_file_loads_or_fails_cleanly(tmp_path, text):
     loads_or_spec_error(lambda: load_suite(str(path)))
 
 
-@pytest.mark.xfail(strict=True, reason="synthetic tasks accept unknown params: Task.check does "
-                   "not refuse them (the job then fails in its worker); see the issue-8 report")
 def test_an_unknown_param_of_a_synthetic_task_is_refused_before_any_job_runs():
     with pytest.raises(SpecError, match="noise"):
         parse_suite(edit("tasks.0.params", {"noise": 1}))

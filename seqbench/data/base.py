@@ -12,6 +12,7 @@ classification, ``(B, L, K)`` or ``(B, K)`` floats for regression.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -87,6 +88,13 @@ class Task:
         """
         if seq_len < 1:
             raise SpecError("seq_len", seq_len, "must be a positive integer")
+        accepted = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            allowed = [n for n in accepted if n not in ("self", "seq_len")]
+            for key in params:
+                if key not in allowed:
+                    raise SpecError(f"params.{key}", key,
+                                    f"allowed params: {', '.join(allowed) or 'none'}")
 
     @classmethod
     def input_len(cls, seq_len: int, params: dict[str, Any]) -> int:

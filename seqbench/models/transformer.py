@@ -123,7 +123,8 @@ class Attention(Mixer):
         candidates = [f"sdpa-{self.config.sdpa}"] if pinned else list(_BACKENDS)
         for name in candidates:
             try:
-                with sdpa_kernel([_BACKENDS[name]]):
+                with sdpa_kernel([_BACKENDS[name]]), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch explains each refusal; we record it
                     y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
             except RuntimeError:
                 if pinned:
