@@ -28,6 +28,7 @@ Ray is imported only when this executor runs: ``pip install 'seqbench[ray]'``.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -111,13 +112,27 @@ class RayExecutor:
         self.grace_s = grace_s
         self.task = task or run_in_fresh_worker
         self.init_kwargs = init_kwargs or {}
+        self._owned = False  # this executor started or joined Ray, and leaves it after run()
 
     # --- cluster ----------------------------------------------------------------------------
-    def connect(self) -> tuple[Any, bool]:
-        """(the ray module, whether this call started or joined Ray and must shut it down)."""
+    def check_address(self, timeout_s: float = 5.0) -> None:
+        """Fail fast (exit 2, nothing written) when nothing listens at a host:port address."""
+        if self.address is None or self.address == "auto" or "://" in self.address:
+            return
+        host, _, port = self.address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise SpecError("--address", self.address,
+                            f"nothing answers there ({reason}); start the head node with "
+                            f"`ray start --head --port={port}`") from None
+
+    def connect(self):
+        """The ray module, connected: to ``address``, or to a Ray started here for the run."""
         ray = import_ray()
         if ray.is_initialized():
-            return ray, False
+            return ray
         kwargs: dict[str, Any] = {"log_to_driver": False, **self.init_kwargs}
         if self.address is None:
             kwargs.setdefault("include_dashboard", False)
@@ -127,7 +142,8 @@ class RayExecutor:
             raise SpecError("--address", self.address,
                             f"no Ray cluster answers there ({str(exc).splitlines()[0]}); start "
                             "one with `ray start --head`") from None
-        return ray, True
+        self._owned = True
+        return ray
 
     def slots(self, ray, job: dict[str, Any]) -> int:
         """Tasks in flight at once: ``workers``, or what the cluster holds of the job's needs."""
@@ -148,12 +164,13 @@ class RayExecutor:
         jobs = list(jobs)
         if not jobs:
             return
-        ray, owned = self.connect()
+        ray = self.connect()
         try:
             self._run(ray, jobs, context, on_row)
         finally:
-            if owned:
-                ray.shutdown()
+            if self._owned:
+                ray.shutdown()  # leaves a cluster joined by address running
+                self._owned = False
 
     def _run(self, ray, jobs: list[dict[str, Any]], context: dict[str, Any],
              on_row: OnRow) -> None:

@@ -86,15 +86,17 @@ def make_executor(args: argparse.Namespace):
     if args.executor == "ray":
         from seqbench.ray_executor import RayExecutor
 
-        return RayExecutor(address=args.address, workers=args.workers,
-                           max_retries=args.max_retries)
+        executor = RayExecutor(address=args.address, workers=args.workers,
+                               max_retries=args.max_retries)
+        executor.check_address()
+        return executor
     return LocalExecutor(args.workers or 1)
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     import sys
+
+    from rich.console import Console
 
     # a log file or a pipe gets the whole table, not one squeezed to 80 columns
     console = Console(width=None if sys.stdout.isatty() else 140)
