@@ -10,8 +10,10 @@ few also run through the installed ``seqbench`` entry point, each in its own pro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -104,6 +106,7 @@ TEXT_CASES = [  # (id, file content, fragments)
     ("not-utf8", b"name: \xff\xfe tiny\n", ["spec", "case.yaml", "cannot be read"]),
 ]
 RUN = ["run", "case.yaml", "-o", "results", "--no-report"]
+HAVE_RAY = importlib.util.find_spec("ray") is not None
 FLAG_CASES = [  # (id, argv, fragments); the spec is GOOD
     ("workers-zero", [*RUN, "--workers", "0"], ["--workers", "'0'", "positive integer"]),
     ("workers-a-word", [*RUN, "--workers", "two"], ["--workers", "'two'", "positive integer"]),
@@ -115,6 +118,9 @@ FLAG_CASES = [  # (id, argv, fragments); the spec is GOOD
      ["--address", "'10.0.0.1:6379'", "only used with --executor ray"]),
     ("address-malformed", [*RUN, "--executor", "ray", "--address", "headnode"],
      ["--address", "'headnode'", "host:port"]),
+    ("address-unreachable", [*RUN, "--executor", "ray", "--address", "127.0.0.1:1"],
+     ["--address", "'127.0.0.1:1'", "nothing answers there"] if HAVE_RAY
+     else ["--executor", "'ray'", "pip install 'seqbench[ray]'"]),
     ("retries-negative", [*RUN, "--max-retries", "-1"], ["--max-retries", "'-1'", ">= 0"]),
     ("unknown-flag", [*RUN, "--frobnicate"], ["unrecognized arguments", "--frobnicate"]),
     ("unknown-command", ["frobnicate"], ["COMMAND", "'frobnicate'", "choose from 'run'"]),
@@ -285,19 +291,28 @@ def test_the_other_directories_are_untouched_too(outcomes, workspace):
         ".lock", "jobs", "results.jsonl", "suite.json"]
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["run", "case.yaml", "-o", "results", "--workers", "-3"], "--workers: got '-3'"),
-    (["run", "case.yaml", "-o", "other"], "holds results of suite 'other'"),
-], ids=["flag", "other-suite"])
-def test_the_installed_entry_point_reports_bad_input_the_same_way(workspace, argv, fragment):
+@pytest.mark.parametrize("argv, fragment, fake_ray", [
+    (["run", "good.yaml", "-o", "results", "--workers", "-3"], "--workers: got '-3'", False),
+    (["run", "good.yaml", "-o", "other"], "holds results of suite 'other'", False),
+    (["run", "good.yaml", "-o", "results", "--executor", "ray"],
+     "--executor: got 'ray'; needs Ray, not installed here", True),
+], ids=["flag", "other-suite", "ray-missing"])
+def test_the_installed_entry_point_reports_bad_input_the_same_way(workspace, argv, fragment,
+                                                                  fake_ray):
     exe = shutil.which("seqbench")
     if exe is None:
         pytest.skip("the seqbench entry point is not on PATH")
     folder = workspace / "cases" / "seeds-not-a-list"
     (folder / "good.yaml").write_text(yaml.safe_dump(GOOD))
+    env = dict(os.environ)
+    if fake_ray:  # a `ray` that fails to import, as where the extra is not installed
+        (workspace / "noray" / "ray").mkdir(parents=True, exist_ok=True)
+        (workspace / "noray" / "ray" / "__init__.py").write_text("raise ImportError('no ray')\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(workspace / "noray"),
+                                             env.get("PYTHONPATH", "")])
     before = snapshot(workspace / "results")
-    argv = [a if a != "case.yaml" else "good.yaml" for a in argv]
-    proc = subprocess.run([exe, *argv], cwd=folder, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([exe, *argv], cwd=folder, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("seqbench: error: ") and fragment in proc.stderr
     assert snapshot(workspace / "results") == before
