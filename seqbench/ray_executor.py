@@ -129,15 +129,16 @@ class RayExecutor:
                             f"`ray start --head --port={port}`") from None
 
     def connect(self):
-        """The ray module, connected: to ``address``, or to a Ray started here for the run."""
+        """The ray module, connected: to ``address`` (``auto``: the cluster ``ray start`` made on
+        this machine), or to a new Ray started here for the run."""
         ray = import_ray()
         if ray.is_initialized():
             return ray
         kwargs: dict[str, Any] = {"log_to_driver": False, **self.init_kwargs}
-        if self.address is None:
+        if self.address is None:  # a new Ray of our own, even if `ray start` ran here before
             kwargs.setdefault("include_dashboard", False)
         try:
-            ray.init(address=self.address, **kwargs)
+            ray.init(address=self.address or "local", **kwargs)
         except ConnectionError as exc:
             raise SpecError("--address", self.address,
                             f"no Ray cluster answers there ({str(exc).splitlines()[0]}); start "

@@ -29,6 +29,7 @@ from seqbench.errors import SpecError
 from seqbench.schema import STATUSES
 
 FINAL = frozenset(STATUSES)  # every recorded status is final; --retry reruns failures
+_HELD: dict[str, int] = {}  # lock file -> descriptor holding its flock, in this process
 
 
 def _json_default(obj: Any) -> Any:
@@ -163,25 +164,36 @@ class ResultStore:
         self.repair()
 
     def lock(self) -> None:
-        """Hold an exclusive lock on the directory until :meth:`close` or this process ends."""
+        """Hold an exclusive lock on the directory until :meth:`close` or this process ends.
+
+        The lock keeps other processes out; within one process, stores of the same directory
+        share it (a command run twice in one interpreter is not a concurrent writer)."""
         if self._lock_fd is not None:
             return
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise SpecError("--out", str(self.root),
-                            f"is being written by another seqbench run (pid {holder}); wait for "
-                            "it to finish or choose another directory") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        key = str(self.lock_path.resolve())
+        fd = _HELD.get(key)
+        if fd is None:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise SpecError("--out", str(self.root),
+                                f"is being written by another seqbench run (pid {holder}); wait "
+                                "for it to finish or choose another directory") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _HELD[key] = fd
         self._lock_fd = fd
 
     def close(self) -> None:
+        """Release the directory's lock (closing the descriptor releases the flock)."""
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            for key, fd in list(_HELD.items()):
+                if fd == self._lock_fd:
+                    del _HELD[key]
+            os.close(self._lock_fd)
             self._lock_fd = None
 
     def remove_stale_temporaries(self) -> None:

@@ -251,13 +251,23 @@ def test_a_row_missing_from_the_jsonl_is_restored_from_its_job_file(store):
     again.close()
 
 
-def test_a_second_run_cannot_write_into_a_directory_in_use(store):
-    other = ResultStore(store.root)
-    with pytest.raises(SpecError, match=f"another seqbench run \\(pid {os.getpid()}\\)"):
-        other.open_for("tiny", "h1", {"name": "tiny"})
+def test_a_second_run_cannot_write_into_a_directory_in_use(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom seqbench.store import ResultStore\n"
+         "ResultStore(sys.argv[1]).open_for('tiny', 'h1', {})\nprint('open', flush=True)\n"
+         "time.sleep(120)", str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        with pytest.raises(SpecError, match=f"another seqbench run \\(pid {holder.pid}\\)"):
+            ResultStore(tmp_path / "out").open_for("tiny", "h1", {})
+    finally:
+        holder.kill()
+        holder.wait()
+    store = ResultStore(tmp_path / "out")  # free again once the holder is gone, even killed
+    store.open_for("tiny", "h1", {})
+    again = ResultStore(tmp_path / "out")  # the same process may open it twice
+    again.open_for("tiny", "h1", {})
     store.close()
-    other.open_for("tiny", "h1", {"name": "tiny"})  # free again once the first has closed
-    other.close()
 
 
 def test_stale_temporary_files_of_killed_writers_are_removed(store):
@@ -281,7 +291,7 @@ def test_nan_metrics_are_stored_as_null_and_flagged_on_ok_rows():
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test tasks by value
     yield ray
     ray.shutdown()

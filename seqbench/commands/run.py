@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local: worker processes on this machine; ray: Ray tasks on a local or "
                         "existing Ray cluster (pip install 'seqbench[ray]')")
     p.add_argument("--address", default=None,
-                   help="with --executor ray: the cluster to join (host:port, ray://host:port or "
-                        "auto); default: start a local Ray")
+                   help="with --executor ray: the cluster to join (host:port of its head, "
+                        "ray://host:port, or auto: the one `ray start` made here); default: "
+                        "start a new local Ray for the run")
     p.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS",
                    help="per-job timeout, overriding the spec's timeout_s (default 1800 s)")
     p.add_argument("--max-retries", type=non_negative_int, default=2,
