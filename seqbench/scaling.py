@@ -35,7 +35,8 @@ is measured once per device, dtype and thread count by a matmul probe (best of r
 ``~/.cache/seqbench/device_peaks.json`` (``$SEQBENCH_CACHE_DIR`` to move it).
 
 Complexity fit: :func:`complexity` fits log(time) and log(memory) against log(length) for every
-model's curve, over all points and over the longest three (the asymptotic slope), and keeps the
+model's curve, over all points, over the longest three, and over the increments from one length
+to the next (which removes a curve's fixed part, e.g. the weights in peak memory), and keeps the
 points used; ``seqbench scale`` writes it to ``complexity.json`` next to the rows.
 """
 
@@ -472,6 +473,21 @@ def fit_loglog(lengths: Iterable[float], values: Iterable[float]) -> Fit | None:
     return Fit(float(slope), float(intercept), r2, pts)
 
 
+def fit_increments(lengths: list[int], values: list[float]) -> Fit | None:
+    """The slope of what a curve *adds* from one length to the next.
+
+    A measured curve is often ``a + c L^k``: a fixed part (weights, optimizer state, buffers,
+    per-step overhead) plus the part that grows. A plain log-log fit bends toward 0 where ``a``
+    dominates. For lengths in a geometric sequence (``L_{i+1} = r L_i``, as when doubling) the
+    increments are ``c (r^k - 1) L_i^k``, so their log-log slope against ``L_i`` is ``k`` with the
+    fixed part gone. Negative or zero increments (noise) are dropped; needs >= 3 lengths.
+    """
+    steps = [(L, nxt - v) for L, v, nxt in zip(lengths, values, values[1:], strict=False)]
+    if len(steps) < 2:
+        return None
+    return fit_loglog([L for L, _ in steps], [d for _, d in steps])
+
+
 CURVE_METRICS = {  # kind -> (length column, metrics fitted against it)
     "scale": ("input_len", ("train_step_s_median", "train_s_per_seq", "fwd_step_s_median",
                             "peak_mem_bytes", "fwd_peak_mem_bytes")),
@@ -496,8 +512,9 @@ def stopped_by(group: list[dict[str, Any]], failed: list[dict[str, Any]],
 def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model curve (kind, task, model config, policy, device, dtype; seeds pooled by the
     median at each length): fitted log-log slopes of time and memory against length, over all
-    ``ok`` points and over the longest :data:`TAIL_POINTS`, with the points, and the frontier
-    (the longest ``ok`` length and what stopped the sweep)."""
+    ``ok`` points, over the longest :data:`TAIL_POINTS`, and of the increments between lengths
+    (:func:`fit_increments`), each with its points, and the frontier (the longest ``ok`` length
+    and what stopped the sweep)."""
     curves: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("kind") in CURVE_METRICS:
@@ -533,8 +550,12 @@ def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             if every is None:
                 continue
             tail = fit_loglog(lengths[-TAIL_POINTS:], values[-TAIL_POINTS:])
-            entry["fits"][metric] = {**asdict(every),
-                                     "tail_slope": tail.slope if tail else None,
-                                     "tail_points": tail.points if tail else []}
+            increments = fit_increments(lengths, values)
+            entry["fits"][metric] = {
+                **asdict(every),
+                "tail_slope": tail.slope if tail else None,
+                "tail_points": tail.points if tail else [],
+                "increment_slope": increments.slope if increments else None,
+                "increment_points": increments.points if increments else []}
         out.append(entry)
     return out

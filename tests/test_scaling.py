@@ -352,6 +352,13 @@ def test_slope_fit_returns_one_and_two_on_linear_and_quadratic_data():
     assert quadratic.points[0] == (256, pytest.approx(5e-9 * 256**2))
     noisy = fit_loglog(L, 5e-9 * L**2 * np.array([1.05, 0.97, 1.02, 0.99, 1.03]))
     assert noisy.slope == pytest.approx(2.0, abs=0.05) and noisy.r2 > 0.99
+    # a fixed part bends the plain fit; the increments between lengths recover the exponent
+    from seqbench.scaling import fit_increments
+
+    with_offset = 5e8 + 2e3 * L**2
+    assert fit_loglog(L, with_offset).slope < 1.5
+    assert fit_increments(list(L), list(with_offset)).slope == pytest.approx(2.0)
+    assert fit_increments([256, 512], [1.0, 2.0]) is None
     assert fit_loglog([256], [1.0]) is None
     assert fit_loglog([256, 512, 1024], [1.0, math.nan, 0.0]) is None  # unusable points dropped
 
@@ -376,6 +383,7 @@ def test_complexity_fits_each_curve_over_ok_rows_and_names_the_frontier():
     math_curve = curves["transformer_math"]
     assert math_curve["fits"]["peak_mem_bytes"]["slope"] == pytest.approx(2.0)
     assert math_curve["fits"]["train_s_per_seq"]["tail_slope"] == pytest.approx(2.0)
+    assert math_curve["fits"]["peak_mem_bytes"]["increment_slope"] == pytest.approx(2.0)
     assert math_curve["lengths_ok"] == [256, 512, 1024] and math_curve["frontier_len"] == 1024
     assert math_curve["stopped_by"] == "oom at 2048"
     for row in rows:  # a curve ended by skipped rows alone names their reason

@@ -186,15 +186,18 @@ def print_tables(curves: list[dict[str, Any]], rows: list[dict[str, Any]],
         fit = curve["fits"].get(metric)
         if not fit:
             return "-"
-        return f"{fit['slope']:.2f} / {_fmt(fit['tail_slope'], '.2f')}"
+        return (f"{fit['slope']:.2f} / {_fmt(fit['tail_slope'], '.2f')} / "
+                f"{_fmt(fit['increment_slope'], '.2f')}")
 
     at = {(r["kind"], r["model"], r.get("input_len") if r["kind"] == "scale"
            else r.get("context_len")): r for r in rows if r.get("status") == "ok"}
-    scale = Table(title="scaling: frontier and log-log slopes vs length (all points / longest 3)")
+    scale = Table(title="scaling: frontier and log-log slopes vs length (all points / longest 3 "
+                        "/ increments between lengths)")
     for column in ("model", "policy", "frontier L", "stopped by", "train time", "time/seq",
                    "fwd time", "peak memory", "util at frontier", "best util"):
         scale.add_column(column)
-    stream = Table(title="streaming: per-token latency and state vs context length")
+    stream = Table(title="streaming: per-token latency and state vs context length (slopes: all "
+                         "/ longest 3 / increments)")
     for column in ("model", "max context", "stopped by", "step latency", "state bytes",
                    "state at max", "latency at max"):
         stream.add_column(column)
