@@ -160,3 +160,24 @@ def test_cli_nightly_end_to_end(tmp_path):
     entries = nt.read_index(tmp_path / "h")
     assert [e["status"] for e in entries] == ["published", "published"]
     assert entries[1]["baseline"] == entries[0]["run_dir"] and entries[1]["matched"] == 2
+
+
+def test_a_failing_asv_step_is_recorded_and_fails_the_night(suite, tmp_path, monkeypatch):
+    def fake_asv(python, sha):  # the shape of asv_commands: [python, -m, asv, step, ...]
+        code = {"machine": 0, "run": 2, "publish": 0}
+        return [[python, "-c", f"raise SystemExit({code[step]})", step, sha]
+                for step in ("machine", "run", "publish")]
+
+    monkeypatch.setattr(nt, "asv_commands", fake_asv)
+    night = run_night(suite, tmp_path, asv=True)
+    assert night.entry["asv"] == {"machine": 0, "run": 2}  # nothing to publish after a failed run
+    assert night.exit_code == nt.EXIT_REGRESSION and night.entry["status"] == "published"
+    assert "$ " in (night.run_dir / "asv.log").read_text()
+
+
+def test_asv_commands_save_a_publishable_result_for_this_interpreter():
+    machine, run, publish = nt.asv_commands("/venv/bin/python", "abc123")
+    assert machine == ["/venv/bin/python", "-m", "asv", "machine", "--yes"]
+    # --quick would save nothing; results are keyed by the interpreter path
+    assert run[3:] == ["run", "-E", "existing:/venv/bin/python", "--set-commit-hash", "abc123"]
+    assert publish[3:] == ["publish"]
