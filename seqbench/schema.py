@@ -124,6 +124,8 @@ FIELDS: tuple[Field, ...] = (
     Field("autocast", "str", "", "autocast dtype ('' when off; bf16 on CUDA)", True),
     Field("threads", "int", "", "torch.get_num_threads() in the worker", True),
     Field("host", "str", "", "hostname", True),
+    Field("platform", "str", "", "platform.platform() of the worker"),
+    Field("signal", "int", "", "signal that killed the worker (rows of killed workers)"),
     Field("started_at", "str", "", "UTC ISO-8601 start of the job", True),
 )
 

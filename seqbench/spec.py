@@ -35,7 +35,7 @@ NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrainSpec(_Strict):
@@ -190,7 +190,7 @@ def _spec_error(exc: ValidationError, source: str,
                          source=source)
     msg = err["msg"]
     msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
-    return SpecError(field, err.get("input"), msg.lower(), source=source)
+    return SpecError(field, err.get("input"), msg[:1].lower() + msg[1:], source=source)
 
 
 def find_spec(name_or_path: str | None) -> Path:
