@@ -498,15 +498,17 @@ CURVE_METRICS = {  # kind -> (length column, metrics fitted against it)
 
 def stopped_by(group: list[dict[str, Any]], failed: list[dict[str, Any]],
                length_key: str) -> str:
-    """What ended a curve: its first failed length, else the reason its skipped rows give."""
-    if failed:
-        return f"{failed[0]['status']} at {failed[0].get(length_key)}"
+    """What ended a curve: the reason its skipped rows give, else a failure at its longest
+    length ('' when it ran to max_len). A failure the policy went past is not the frontier."""
     skipped = next((r for r in group if r.get("status") == "skipped"), None)
-    if skipped is None:
-        return ""
-    text = skipped.get("error", "")  # "skipped: the sweep stopped (slow at length 2048: ...)"
-    reason = text[text.find("(") + 1: text.rfind(")")] if "(" in text else text
-    return reason.split(":")[0]
+    if skipped is not None:
+        text = skipped.get("error", "")  # "skipped: the sweep stopped (slow at length 2048: ..)"
+        reason = text[text.find("(") + 1: text.rfind(")")] if "(" in text else text
+        return reason.split(":")[0]
+    longest = max((r.get(length_key) or 0 for r in group), default=0)
+    if failed and (failed[-1].get(length_key) or 0) >= longest:
+        return f"{failed[-1]['status']} at {failed[-1].get(length_key)}"
+    return ""
 
 
 def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -534,6 +536,7 @@ def complexity(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "lengths_ok": sorted({r[length_key] for r in ok if r.get(length_key)}),
             "frontier_len": max((r.get(length_key) or 0 for r in ok), default=None),
             "stopped_by": stopped_by(group, failed, length_key),
+            "failures": [f"{r['status']} at {r.get(length_key)}" for r in failed],
             "fits": {},
         }
         for metric in metrics:

@@ -371,21 +371,25 @@ def test_complexity_fits_each_curve_over_ok_rows_and_names_the_frontier():
         L, model = job["task"]["seq_len"], job["model"]["name"]
         quadratic = model == "transformer_math"
         status = "oom" if quadratic and L == 2048 else "skipped" if quadratic and L > 2048 \
-            else "ok"
+            else "error" if L == 512 and not quadratic else "ok"
+        error = "skipped: the sweep stopped (oom at length 2048)" if status == "skipped" else ""
         rows.append({"kind": "scale", "task": "adding", "model": model, "seq_len": L,
-                     "input_len": L, "status": status, "batch_size": 8, "job": job,
+                     "input_len": L, "status": status, "error": error, "batch_size": 8,
+                     "job": job,
                      "batch_policy": "fixed-batch",
                      "train_step_s_median": 1e-4 * L * (L / 256 if quadratic else 1),
                      "peak_mem_bytes": 1e3 * L * (L if quadratic else 1)})
     curves = {c["model"]: c for c in complexity(rows)}
     assert curves["lstm"]["fits"]["train_step_s_median"]["slope"] == pytest.approx(1.0)
+    # an error the sweep went past is listed, but it is not the frontier
     assert curves["lstm"]["frontier_len"] == 4096 and curves["lstm"]["stopped_by"] == ""
+    assert curves["lstm"]["failures"] == ["error at 512"]
     math_curve = curves["transformer_math"]
     assert math_curve["fits"]["peak_mem_bytes"]["slope"] == pytest.approx(2.0)
     assert math_curve["fits"]["train_s_per_seq"]["tail_slope"] == pytest.approx(2.0)
     assert math_curve["fits"]["peak_mem_bytes"]["increment_slope"] == pytest.approx(2.0)
     assert math_curve["lengths_ok"] == [256, 512, 1024] and math_curve["frontier_len"] == 1024
-    assert math_curve["stopped_by"] == "oom at 2048"
+    assert math_curve["stopped_by"] == "oom at length 2048"  # its skipped rows' reason
     for row in rows:  # a curve ended by skipped rows alone names their reason
         if row["model"] == "lstm" and row["seq_len"] == 4096:
             row.update(status="skipped",
