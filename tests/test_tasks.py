@@ -16,12 +16,12 @@ def sample(name, T, batch=256, seed=0, stream="train"):
 
 @pytest.mark.parametrize("T", [1, 5, 100])
 def test_copy_memory_layout_is_exact(T):
-    task, x, y = sample("copy", T, batch=64)
+    _, x, y = sample("copy", T, batch=64)
     assert x.shape == y.shape == (64, T + 20) and x.dtype == y.dtype == torch.long
     symbols = x[:, :10]
     assert symbols.min() >= 1 and symbols.max() <= 8
     assert (x[:, 10:T + 9] == 0).all()  # T - 1 blanks
-    assert (x[:, T + 9:] == 9).all() and x[:, T + 9:].shape[1] == 11  # 11 copies of 9, the cue first
+    assert (x[:, T + 9:] == 9).all() and x[:, T + 9:].shape[1] == 11  # 11 nines, the cue first
     assert (y[:, : T + 10] == 0).all()
 
 
@@ -45,7 +45,7 @@ def test_copy_baselines():
 
 def test_copy_memoryless_predictor_scores_its_baseline():
     """Zeros first, then uniform over 1..8: exactly the documented memoryless loss."""
-    task, x, y = sample("copy", 50)
+    task, _, y = sample("copy", 50)
     logits = torch.full((*y.shape, 10), -1e9)
     logits[:, : 50 + 10, 0] = 0  # certain of the blanks
     logits[:, 50 + 10:, 1:9] = 0  # uniform over the symbols
@@ -56,7 +56,7 @@ def test_copy_memoryless_predictor_scores_its_baseline():
 
 
 def test_copy_accuracy_scores_only_recalled_positions():
-    task, x, y = sample("copy", 20, batch=8)
+    task, _, y = sample("copy", 20, batch=8)
     logits = torch.nn.functional.one_hot(y, 10).float()
     logits[:, :30] = 0  # wrong everywhere before the recall...
     logits[:, :30, 5] = 1
@@ -81,7 +81,7 @@ def test_adding_marked_positions_cover_the_whole_sequence():
 
 
 def test_adding_constant_one_mse_is_close_to_one_sixth():
-    task, x, y = sample("adding", 100, batch=200_000)
+    task, _, y = sample("adding", 100, batch=200_000)
     mse = ((y - 1.0) ** 2).mean().item()
     assert mse == pytest.approx(1 / 6, abs=0.003)
     assert task.info.baselines["mse"] == pytest.approx(1 / 6)

@@ -58,7 +58,8 @@ def split_params(name: str, params: dict[str, Any]) -> tuple[BackboneConfig, Any
     cls = mixer_class(name)
     params = dict(params)
     budget = params.pop(BUDGET_KEY, None)
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
+                               or budget < 1):
         raise SpecError(f"models.{name}.{BUDGET_KEY}", budget, "must be a positive integer")
     backbone = {k: params.pop(k) for k in list(params) if k in BACKBONE_KEYS}
     try:
