@@ -197,7 +197,7 @@ def find_spec(name_or_path: str | None) -> Path:
     """A spec path, or the name of a shipped spec (``quick`` -> the packaged tasks/quick.yaml)."""
     name_or_path = name_or_path or DEFAULT_SPEC
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         return path
     shipped = resources.files("seqbench.specs") / f"{name_or_path}.yaml"
     if shipped.is_file():

@@ -83,7 +83,7 @@ SPEC_CASES = [
                                            "params": {"noise": 1}}]),
      ["params.noise", "'noise'", "allowed params: split_seed"]),
     ("lr-negative", edit("train.lr", -1), ["train.lr", "-1", "greater than 0"]),
-    ("lr-nan", edit("train.lr", math.nan), ["train.lr", "nan", "less than or equal to 10"]),
+    ("lr-nan", edit("train.lr", math.nan), ["train.lr", "nan", "finite number"]),
     ("optimizer-unknown", edit("train.optimizer", "rmsprop"), ["train.optimizer", "'rmsprop'",
                                                                "'adamw', 'adam' or 'sgd'"]),
     ("steps-fractional", edit("train.steps", 1.5), ["train.steps", "1.5", "valid integer"]),

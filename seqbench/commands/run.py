@@ -106,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
 
     use_data_dir(args.data_dir)  # exported to workers; never part of a config hash
     suite, path = load_suite(args.spec)
+    if suite.kind != "train":  # the frontier logic (skip past an OOM) lives in `seqbench scale`
+        raise SpecError("kind", suite.kind, f"run it with `seqbench scale {args.spec}`")
     jobs = expand(suite, str(path))
     if args.timeout is not None:  # timeout_s stays out of config hashes: same job ids
         jobs = [{**job, "timeout_s": args.timeout} for job in jobs]
