@@ -352,7 +352,9 @@ def memory_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -
         oom = rows[(rows["task"] == task) & (rows["status"] == "oom")]
         cells = stats[stats["config_hash"].isin(oom["config_hash"])]
         cap = oom.groupby("config_hash")["mem_cap_bytes"].max().astype(float)
-        cap_y = cells["config_hash"].map(cap).where(lambda v: v > 0) * factor
+        # to_numeric: with no cap recorded the mapped column is strings under pandas >= 3.1
+        cap_y = pd.to_numeric(cells["config_hash"].map(cap), errors="coerce")
+        cap_y = cap_y.where(cap_y > 0) * factor
         mark_failed(ax, cells, styles, y=cap_y)
         other = failed_cells(stats[~stats.index.isin(cells.index)])
         mark_failed(ax, other, styles)
