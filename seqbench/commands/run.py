@@ -82,7 +82,7 @@ def _valid_address(address: str) -> bool:
     return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
-def make_executor(args: argparse.Namespace):
+def make_executor(args: argparse.Namespace, suite_workers: int = 1):
     """The executor the flags ask for (Ray is imported only when asked for)."""
     if args.executor == "ray":
         from seqbench.ray_executor import RayExecutor
@@ -91,7 +91,7 @@ def make_executor(args: argparse.Namespace):
                                max_retries=args.max_retries)
         executor.check_address()
         return executor
-    return LocalExecutor(args.workers or 1)
+    return LocalExecutor(args.workers or suite_workers)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
                           f"{job['model']['name']} seed={job['seed']}")
         console.print(f"{len(jobs)} jobs")
         return 0
-    executor = make_executor(args)  # before anything is written: a missing Ray is bad input
+    executor = make_executor(args, suite.workers)  # before writing: a missing Ray is bad input
     store = ResultStore(out)
     s_hash = spec_hash(suite)
     store.open_for(suite.name, s_hash, suite.model_dump(mode="json"))
