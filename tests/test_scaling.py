@@ -223,8 +223,9 @@ def test_an_allocation_past_the_cpu_cap_is_an_oom_row_and_longer_lengths_are_ski
     assert "allocate" in oom["error"] and oom["mem_cap_bytes"] == int(cap_gib * 2**30)
     assert all(r["worker_wall_s"] == 0.0 for r in rows[first_oom + 1:])
     ok = rows[0]
-    # a small job's RSS can sit at the idle baseline (peak_mem_bytes 0), never above the cap
-    assert 0 < ok["peak_rss_bytes"] <= ok["mem_cap_bytes"] and ok["peak_mem_bytes"] >= 0
+    # a small job's RSS can sit at the idle baseline (peak_mem_bytes 0). The cap limits the data
+    # segment (RLIMIT_DATA), not RSS: mapped library code counts in RSS and may exceed it.
+    assert ok["peak_rss_bytes"] > 0 and ok["peak_mem_bytes"] >= 0
     assert ok["train_step_s_median"] > 0
     assert ok["timed_s"] <= ok["wall_s"] <= ok["worker_wall_s"]
 
