@@ -1,1 +1,0 @@
-"""Benchmark scripts that compare seqbench code paths side by side (python -m seqbench.bench.X)."""

@@ -1,1 +1,0 @@
-"""Reading, aggregating, plotting and reporting seqbench results."""

@@ -1,1 +1,0 @@
-"""The YAML specs users run; shipped inside the package as ``seqbench.specs``."""
