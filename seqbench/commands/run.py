@@ -113,10 +113,7 @@ def main(args: argparse.Namespace) -> int:
         jobs = [{**job, "timeout_s": args.timeout} for job in jobs]
     out = Path(args.out) if args.out else Path("results") / suite.name
     if args.dry_run:
-        for job in jobs:
-            console.print(f"{job_id(job)}  {job['task']['name']} L={job['task']['seq_len']} "
-                          f"{job['model']['name']} seed={job['seed']}")
-        console.print(f"{len(jobs)} jobs")
+        print_jobs(console, jobs, f"{len(jobs)} jobs")
         return 0
     executor = make_executor(args, suite.workers)  # before writing: a missing Ray is bad input
     store = ResultStore(out)
@@ -142,6 +139,15 @@ def main(args: argparse.Namespace) -> int:
         write_report(out, console)
     console.print(f"results: {out / 'results.jsonl'} (one file per job in {out / 'jobs'})")
     return 0
+
+
+def print_jobs(console, jobs: list[dict[str, Any]], footer: str) -> None:
+    """One line per job (``--dry-run``), then ``footer``."""
+    for job in jobs:
+        kind = "" if job["kind"] == "train" else f"{job['kind']} "
+        console.print(f"{job_id(job)}  {kind}{job['task']['name']} L={job['task']['seq_len']} "
+                      f"{job['model']['name']} seed={job['seed']}")
+    console.print(footer)
 
 
 def run_with_progress(executor, jobs: list[dict[str, Any]], context: dict[str, Any],

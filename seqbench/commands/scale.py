@@ -51,10 +51,10 @@ def main(args: argparse.Namespace) -> int:
     jobs = expand(suite, str(path))
     out = Path(args.out) if args.out else Path("results") / suite.name
     if args.dry_run:
-        for job in jobs:
-            console.print(f"{job_id(job)}  {job['kind']} {job['task']['name']} "
-                          f"L={job['task']['seq_len']} {job['model']['name']} seed={job['seed']}")
-        console.print(f"{len(jobs)} jobs (longer lengths past a model's frontier will be skipped)")
+        from seqbench.commands.run import print_jobs
+
+        print_jobs(console, jobs,
+                   f"{len(jobs)} jobs (longer lengths past a model's frontier will be skipped)")
         return 0
     from seqbench.store import ResultStore, write_json_atomic
 
