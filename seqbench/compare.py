@@ -170,6 +170,15 @@ class Comparison:
     def improvements(self) -> list[Finding]:
         return [f for f in self.findings if f.verdict == IMPROVEMENT]
 
+    def speed_drift(self) -> tuple[float, int]:
+        """Median NEW/BASE ratio of every speed quantity, and how many there are. Far from 1
+        with most configurations moving together, it points at the machine (load, clocks, a
+        noisy neighbour) rather than at one model's code."""
+        speeds = {QUANTITIES[c][0] for c in QUANTITIES if QUANTITIES[c][1]}
+        ratios = [f.ratio for f in self.findings
+                  if f.quantity in speeds and math.isfinite(f.ratio) and f.ratio > 0]
+        return (float(np.median(ratios)) if ratios else math.nan), len(ratios)
+
     def summary(self) -> str:
         text = (f"{self.matched} configurations matched: {len(self.regressions)} regressions, "
                 f"{len(self.improvements)} improvements")
@@ -177,7 +186,12 @@ class Comparison:
                                                        (self.only_new, "NEW")) if n]
         if self.other_device:
             extra.append(f"{self.other_device} on other devices")
-        return text + (f" ({', '.join(extra)})" if extra else "")
+        text += f" ({', '.join(extra)})" if extra else ""
+        drift, n = self.speed_drift()
+        if n >= 3 and abs(math.log(drift)) > math.log(1.05):
+            text += (f"; median speed ratio NEW/BASE over all {n} speed quantities: {drift:.2f} "
+                     "(the whole machine moved?)")
+        return text
 
 
 

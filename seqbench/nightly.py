@@ -197,6 +197,7 @@ def index_markdown(entries: Sequence[dict[str, Any]]) -> str:
         cells.append({
             "started (UTC)": e.get("started_at", ""), "device": e.get("device_name", ""),
             "commit": sha, "gate": e.get("gate", ""), "status": e.get("status", ""),
+            "load": f"{e.get('loadavg_start', '')}/{e.get('loadavg_end', '')}",
             "jobs ok": f"{statuses.get('ok', 0)}/{sum(statuses.values())}" if statuses else "",
             "compared with": (e.get("baseline") or "-") if published else "",
             "regressions": str(e.get("regressions", "")) if published else "",
@@ -288,6 +289,7 @@ def nightly(suite: Suite, source: str, history: Path, *, executor: Any,
             "suite": suite.name, "spec_hash": spec_hash(suite), "spec": source,
             "git_sha": provenance["git_sha"], "git_dirty": provenance["git_dirty"],
             "host": os.uname().nodename, "python": sys.executable,
+            "loadavg_start": round(os.getloadavg()[0], 2),  # a busy machine explains drift
         }
         night = Night(EXIT_OK, entry, run_dir)
         try:
@@ -298,6 +300,7 @@ def nightly(suite: Suite, source: str, history: Path, *, executor: Any,
             raise
         finally:
             entry["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            entry["loadavg_end"] = round(os.getloadavg()[0], 2)
             record(history, entry)
         for note in night.notes:
             say(f"note: {note}")

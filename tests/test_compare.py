@@ -165,6 +165,13 @@ def test_accuracy_drop_beyond_tolerance_is_flagged_in_the_metric_direction():
     assert verdicts(compare(base, within), "metric mse") == {"adding L=64 lstm": SAME}
 
 
+def test_a_machine_wide_shift_is_named_in_the_summary():
+    base = grid()
+    drifted = compare(base, grid(slowdown=1.3))
+    assert "median speed ratio NEW/BASE over all 8 speed quantities: 0.77" in drifted.summary()
+    assert "median speed ratio" not in compare(base, grid()).summary()
+
+
 def test_memory_growth_is_flagged_by_ratio():
     base = grid(models=("lstm",), lengths=(64,))
     new = grid(models=("lstm",), lengths=(64,), mem=150 * 2**20)
