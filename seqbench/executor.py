@@ -1,18 +1,29 @@
 """Executors run jobs in fresh worker processes and hand back one row per job.
 
-The local executor starts ``python -m seqbench.worker`` for each job (a fresh interpreter, like
-multiprocessing's spawn), waits for it with ``os.wait4`` to get its exit status and resource
-usage, and enforces the job's timeout. A worker that wrote no row still yields one:
+The local executor runs each job in a fresh process, started one of two ways (recorded on the
+row as ``worker_start``):
+
+* ``fork`` (the default): a zygote, ``python -m seqbench.worker --zygote``, imports torch and
+  seqbench once and forks one child per job (multiprocessing's forkserver with a preload). The
+  zygote never runs a tensor op or touches CUDA, so each child starts with nothing but the
+  imports: the torch import (about 2 s of every job on a 2-core CPU) is paid once per executor
+  slot instead of once per job.
+* ``spawn``: ``python -m seqbench.worker`` per job, a fresh interpreter.
+
+Either way the worker's parent waits for it with ``os.wait4`` to get its exit status and peak
+RSS, and the job's timeout is enforced. A worker that wrote no row still yields one:
 
 * ``timeout`` when it ran past ``job["timeout_s"]`` (its whole process group is killed);
 * ``oom`` when it was killed by SIGKILL while the kernel's OOM killer fired (``oom_kill`` in
   ``/proc/vmstat`` grew) or with its peak RSS at the job's memory cap;
 * ``error`` naming the signal (``signal`` field) or exit code otherwise, with its stderr tail.
 
-On CPU the row's ``peak_mem_bytes`` is the worker's peak RSS minus that of an idle worker with
-the same imports. A job may carry a memory cap (``mem_cap_bytes``, top level or in ``measure``):
-the worker starts with ``RLIMIT_DATA`` at the cap, so torch's allocator fails with an error the
-runner records as ``oom`` instead of the kernel killing the machine's other processes.
+On CPU the row's ``peak_mem_bytes`` is the worker's peak RSS minus that of an idle worker started
+the same way with the same imports. (A forked child's peak starts at the zygote's resident size;
+a spawned one's includes the import's transient peak, which hides up to ~70 MiB of a small job.)
+A job may carry a memory cap (``mem_cap_bytes``, top level or in ``measure``): the worker starts
+with ``RLIMIT_DATA`` at the cap, so torch's allocator fails with an error the runner records as
+``oom`` instead of the kernel killing the machine's other processes.
 
 Workers die with the process that started them (``PR_SET_PDEATHSIG``): a driver killed with
 SIGKILL, or a Ray task cancelled, leaves no orphan computing a row nobody will record.
@@ -24,13 +35,16 @@ import contextlib
 import ctypes
 import json
 import os
+import queue
 import resource
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -40,6 +54,7 @@ from seqbench.measure import CPU_MEM_METHOD
 
 OnRow = Callable[[dict[str, Any]], None]
 
+WORKER_STARTS = ("fork", "spawn")
 OOM_RSS_FRACTION = 0.9  # a SIGKILLed worker whose peak RSS reached this share of its cap: oom
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -78,12 +93,13 @@ def _load_prctl() -> Callable[..., int] | None:
 _prctl = _load_prctl()
 
 
-def child_setup(mem_cap_bytes: int = 0) -> Callable[[], None]:
+def child_setup(mem_cap_bytes: int = 0, parent: int | None = None) -> Callable[[], None]:
     """A ``preexec_fn``: die with the parent; limit the data segment to the cap, if any.
 
     Only the soft limit is set, so a worker that applies its own cap is never refused.
+    ``parent`` defaults to the calling process (the one that will start the child).
     """
-    parent = os.getpid()
+    parent = os.getpid() if parent is None else parent
     prctl = _prctl
 
     def setup() -> None:
@@ -178,19 +194,124 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
+class ZygoteDied(RuntimeError):
+    """The fork server exited (or never started): its current job has no row of its own."""
+
+
+class Zygote:
+    """A ``python -m seqbench.worker --zygote`` fork server that runs one job at a time."""
+
+    def __init__(self, start_timeout_s: float = 300) -> None:
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
+        self.proc = subprocess.Popen(worker_command("--zygote"), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
+                                     start_new_session=True, preexec_fn=child_setup())
+        self._buf = b""
+        hello = self._read(time.monotonic() + start_timeout_s)
+        if hello is None:
+            self.close()
+            raise ZygoteDied(f"the fork server did not start within {start_timeout_s:g} s")
+        self.baseline_rss = int(hello["baseline_rss"])
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(line.strip() for line in lines[-3:])
+
+    def _read(self, deadline: float | None) -> dict[str, Any] | None:
+        """The zygote's next message, or None at the deadline."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.proc.wait()
+                raise ZygoteDied(f"the fork server exited ({self.proc.returncode}): "
+                                 f"{self._stderr_tail()}")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def run(self, request: dict[str, Any], timeout_s: float | None,
+            started: Callable[[int], None]) -> tuple[int, int, bool]:
+        """Fork a child for ``request``: (wait status, peak RSS in bytes, timed out)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        except OSError as e:  # a broken pipe: the zygote is gone
+            raise ZygoteDied(f"the fork server is gone: {e}") from e
+        reply = self._read(None)
+        assert reply is not None and "pid" in reply, reply
+        pid = int(reply["pid"])
+        started(pid)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        reply = self._read(deadline)
+        timed_out = reply is None
+        if timed_out:
+            kill_group(pid)  # the worker and anything it started
+            reply = self._read(None)
+        assert reply is not None
+        return int(reply["status"]), int(reply["rss"]), timed_out
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # end of input: the zygote exits
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc.pid)
+            self.proc.wait()
+        self._stderr.close()
+
+
+def _close_zygotes(idle: queue.SimpleQueue) -> None:
+    while True:
+        try:
+            idle.get_nowait().close()
+        except queue.Empty:
+            return
+
+
 class LocalExecutor:
-    """Jobs in fresh local worker processes, ``workers`` at a time (1 for honest timings)."""
+    """Jobs in fresh local worker processes, ``workers`` at a time (1 for honest timings).
+
+    ``start="fork"`` forks each worker from a preloaded zygote (one per concurrent slot, kept
+    for the executor's life); ``start="spawn"`` starts a fresh interpreter per job.
+    """
 
     name = "local"
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, start: str = "fork") -> None:
+        if start not in WORKER_STARTS:
+            raise ValueError(f"start must be one of {WORKER_STARTS}, not {start!r}")
         self.workers = max(1, workers)
+        self.start = start
         self._baseline_rss: int | None = None
         self._lock = threading.Lock()
         self._live: set[int] = set()  # process groups of running workers
+        self._idle: queue.SimpleQueue[Zygote] = queue.SimpleQueue()
+        weakref.finalize(self, _close_zygotes, self._idle)
+
+    def _zygote(self) -> Zygote:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return Zygote()
 
     def baseline_rss(self) -> int:
         """Peak RSS of an idle worker that imports what a job imports (measured once)."""
+        if self.start == "fork":
+            zygote = self._zygote()  # started now, so no job's wall time includes it
+            self._idle.put(zygote)
+            return zygote.baseline_rss
         with self._lock:
             if self._baseline_rss is None:
                 proc = subprocess.Popen(worker_command("--baseline"), start_new_session=True,
@@ -199,9 +320,44 @@ class LocalExecutor:
                 self._baseline_rss = rss
             return self._baseline_rss
 
+    def _spawn(self, in_path: Path, out_path: Path, err_path: Path,
+               job: dict[str, Any]) -> tuple[int, int, bool, int]:
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen(worker_command(str(in_path), str(out_path)),
+                                    stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True,
+                                    preexec_fn=child_setup(job_mem_cap(job)))
+            self._live.add(proc.pid)
+            try:
+                status, peak_rss, timed_out = wait_with_timeout(proc, job_timeout(job))
+            finally:
+                self._live.discard(proc.pid)
+        return status, peak_rss, timed_out, self.baseline_rss()
+
+    def _fork(self, in_path: Path, out_path: Path, err_path: Path,
+              job: dict[str, Any]) -> tuple[int, int, bool, int]:
+        zygote = self._zygote()
+        pids: list[int] = []
+
+        def started(pid: int) -> None:
+            pids.append(pid)
+            self._live.add(pid)
+
+        request = {"in": str(in_path), "out": str(out_path), "err": str(err_path),
+                   "cap": job_mem_cap(job)}
+        try:
+            status, peak_rss, timed_out = zygote.run(request, job_timeout(job), started)
+        except BaseException:
+            zygote.close()
+            raise
+        finally:
+            for pid in pids:
+                self._live.discard(pid)
+        self._idle.put(zygote)
+        return status, peak_rss, timed_out, zygote.baseline_rss
+
     def run_one(self, job: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """Run ``job`` in a fresh worker process and return its row (never raises for a job)."""
-        baseline = self.baseline_rss() if job.get("device", "cpu") == "cpu" else 0
         cap = job_mem_cap(job)
         with tempfile.TemporaryDirectory(prefix="seqbench-job-") as tmp:
             tmpdir = Path(tmp)
@@ -209,15 +365,15 @@ class LocalExecutor:
             in_path.write_text(json.dumps({"job": job, "context": context}), encoding="utf-8")
             oom_before = host_oom_kills()
             started = time.perf_counter()
-            with open(err_path, "wb") as err:
-                proc = subprocess.Popen(worker_command(str(in_path), str(out_path)),
-                                        stdout=subprocess.DEVNULL, stderr=err,
-                                        start_new_session=True, preexec_fn=child_setup(cap))
-                self._live.add(proc.pid)
-                try:
-                    status, peak_rss, timed_out = wait_with_timeout(proc, job_timeout(job))
-                finally:
-                    self._live.discard(proc.pid)
+            start = self.start
+            try:
+                launch = self._fork if start == "fork" else self._spawn
+                status, peak_rss, timed_out, baseline = launch(in_path, out_path, err_path, job)
+            except ZygoteDied as e:
+                wall = time.perf_counter() - started
+                row = failed_row(job, context, "error", f"worker's {e}", wall)
+                row["worker_start"] = start
+                return row
             wall = time.perf_counter() - started
             row = None
             if out_path.exists() and not timed_out:
@@ -231,6 +387,7 @@ class LocalExecutor:
                 state, error, sig = classify_exit(job, status, timed_out, peak_rss, host_oom,
                                                   _tail(err_path))
                 row = failed_row(job, context, state, error, wall, sig)
+        row["worker_start"] = start
         row["peak_rss_bytes"] = peak_rss
         if cap:
             row.setdefault("mem_cap_bytes", cap)
@@ -243,6 +400,10 @@ class LocalExecutor:
         """Kill every running worker (the driver is stopping)."""
         for pid in list(self._live):
             kill_group(pid)
+
+    def close(self) -> None:
+        """Stop the idle zygotes (they also die with this process)."""
+        _close_zygotes(self._idle)
 
     def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
         jobs = list(jobs)

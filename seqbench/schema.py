@@ -80,6 +80,8 @@ FIELDS: tuple[Field, ...] = (
     Field("timing_method", "str", "", "perf_counter, or CUDA events after a synchronize"),
     Field("warmup_calls", "dict", "", "warm-up calls per timed mode, until times settled"),
     Field("timed_s", "float", "s", "seconds inside timed regions (warm-up included)"),
+    Field("worker_start", "str", "",
+          "how the job's fresh process started: fork (from a preloaded zygote) or spawn"),
     Field("worker_wall_s", "float", "s", "driver-side wall time of the worker, spawn to exit"),
     # scaling runs (kind "scale")
     Field("batch_policy", "str", "", "fixed-batch or fixed-tokens (batch x length constant)"),

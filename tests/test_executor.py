@@ -57,20 +57,49 @@ def broken_job() -> dict:
 
 @pytest.fixture(scope="module")
 def local():
-    return LocalExecutor()  # shared: the idle-worker baseline is measured once
+    return LocalExecutor()  # shared: the zygote and its idle-worker baseline start once
 
 
-def worker_processes(parent: psutil.Process) -> list[psutil.Process]:
-    """The job workers (not the baseline probe) below ``parent``."""
+@pytest.fixture(scope="module", params=["fork", "spawn"])
+def each_start(request, local):
+    """The local executor with each way of starting a worker."""
+    return local if request.param == "fork" else LocalExecutor(start="spawn")
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def worker_processes(parent: psutil.Process, zygotes: bool = False) -> list[psutil.Process]:
+    """The job workers below ``parent``: spawned ones and the children of zygotes (and the
+    zygotes themselves if asked), never a baseline probe."""
     out = []
     for proc in parent.children(recursive=True):
-        try:
-            cmd = proc.cmdline()
-        except psutil.Error:
+        cmd = _cmdline(proc)
+        if "seqbench.worker" not in cmd or "--baseline" in cmd:
             continue
-        if "seqbench.worker" in cmd and "--baseline" not in cmd:
-            out.append(proc)
+        if "--zygote" in cmd:  # a zygote, or a job forked from one (same command line)
+            try:
+                forked = "--zygote" in _cmdline(proc.parent())
+            except psutil.Error:
+                continue
+            if not (forked or zygotes):
+                continue
+        out.append(proc)
     return out
+
+
+def job_payload(proc: psutil.Process) -> dict:
+    """The job a worker runs: its input file is an argument (spawn) or sits beside the file its
+    stderr goes to (fork)."""
+    cmd = proc.cmdline()
+    if "--zygote" not in cmd:
+        return json.loads(Path(cmd[-2]).read_text())
+    err = next(f.path for f in proc.open_files() if Path(f.path).name == "err")
+    return json.loads((Path(err).parent / "in.json").read_text())
 
 
 def kill_worker_of_long_job(sig: int, stop: threading.Event) -> None:
@@ -79,8 +108,8 @@ def kill_worker_of_long_job(sig: int, stop: threading.Event) -> None:
     while not stop.is_set():
         for proc in worker_processes(me):
             try:
-                payload = json.loads(Path(proc.cmdline()[-2]).read_text())
-            except (psutil.Error, OSError, ValueError, IndexError):
+                payload = job_payload(proc)
+            except (psutil.Error, OSError, ValueError, IndexError, StopIteration):
                 continue
             if payload["job"]["train"]["steps"] == LONG_STEPS:
                 time.sleep(0.5)
@@ -91,30 +120,69 @@ def kill_worker_of_long_job(sig: int, stop: threading.Event) -> None:
 
 # --- local executor -----------------------------------------------------------------------
 
-def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finishes(local):
+def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finishes(each_start):
     jobs = [long_job(), tiny_jobs(seeds=[0])[0]]
     stop = threading.Event()
     killer = threading.Thread(target=kill_worker_of_long_job, args=(signal.SIGSEGV, stop))
     killer.start()
     rows = []
     try:
-        local.run(jobs, {"suite": "tiny"}, rows.append)
+        each_start.run(jobs, {"suite": "tiny"}, rows.append)
     finally:
         stop.set()
         killer.join()
     assert [r["status"] for r in rows] == ["error", "ok"]
+    assert {r["worker_start"] for r in rows} == {each_start.start}
     assert rows[0]["signal"] == signal.SIGSEGV
     assert "SIGSEGV (11)" in rows[0]["error"]
     assert rows[0]["job_id"] == job_id(jobs[0]) and rows[0]["peak_rss_bytes"] > 0
     assert not check_rows([("segv", rows[0])]), "a crash row is still a valid row"
 
 
-def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(local):
+def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(each_start):
     started = time.monotonic()
-    row = local.run_one(long_job(timeout_s=1.5), {"suite": "tiny"})
+    row = each_start.run_one(long_job(timeout_s=1.5), {"suite": "tiny"})
     assert row["status"] == "timeout" and "timeout of 1.5 s" in row["error"]
     assert 1.5 <= row["wall_s"] < 30 and time.monotonic() - started < 60
     assert worker_processes(psutil.Process()) == []
+
+
+def test_forked_and_spawned_workers_give_the_same_results(local):
+    job = tiny_jobs(seeds=[3])[0]
+    forked = local.run_one(job, {"suite": "tiny"})
+    spawned = LocalExecutor(start="spawn").run_one(job, {"suite": "tiny"})
+    assert (forked["worker_start"], spawned["worker_start"]) == ("fork", "spawn")
+    assert forked["status"] == spawned["status"] == "ok"
+    for key in ("train_final_loss", "metric_mse", "param_count", "config_hash"):
+        assert forked[key] == spawned[key], key  # same seed, same bytes
+    for row in (forked, spawned):
+        assert 0 < row["baseline_rss_bytes"] < row["peak_rss_bytes"]
+        assert row["peak_mem_bytes"] == row["peak_rss_bytes"] - row["baseline_rss_bytes"]
+
+
+def test_a_killed_zygote_fails_its_job_only_and_the_next_job_gets_a_new_one():
+    executor = LocalExecutor()
+    executor.baseline_rss()
+    idle = executor._idle.get_nowait()
+    executor._idle.put(idle)
+    zygote = psutil.Process(idle.proc.pid)
+
+    def kill_zygote_once_the_job_runs() -> None:
+        deadline = time.monotonic() + 120
+        while not zygote.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        zygote.kill()
+
+    killer = threading.Thread(target=kill_zygote_once_the_job_runs)
+    killer.start()
+    rows = []
+    executor.run([long_job(), tiny_jobs(seeds=[0])[0]], {"suite": "tiny"}, rows.append)
+    killer.join()
+    assert [r["status"] for r in rows] == ["error", "ok"]
+    assert "fork server" in rows[0]["error"]
+    assert worker_processes(psutil.Process()) == [], "the job died with its zygote"
+    executor.close()
 
 
 def _status_of(code: str) -> int:
@@ -179,11 +247,12 @@ def test_a_driver_killed_with_sigkill_resumes_without_losing_or_duplicating_a_ro
         assert driver.poll() is None, driver.stderr.read().decode()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    workers = worker_processes(psutil.Process(driver.pid))
+    workers = worker_processes(psutil.Process(driver.pid), zygotes=True)
+    assert workers, "a job is running"
     driver.kill()  # SIGKILL: no handler, no cleanup
     driver.wait()
     for w in workers:
-        w.wait(timeout=10)  # the worker of the unfinished job died with the driver
+        w.wait(timeout=10)  # the zygote, and the worker of the unfinished job, died with it
     kept = {p.name: p.read_bytes() for p in (out / "jobs").glob("*.json")}
     assert len(kept) == 1
     with open(out / "results.jsonl", "ab") as f:  # as if killed in the middle of an append

@@ -12,6 +12,7 @@ from typing import Any
 from seqbench import compare as cmp
 from seqbench import nightly as nt
 from seqbench.commands.compare import check_args as check_compare_args
+from seqbench.commands.run import add_spawn_argument
 from seqbench.errors import SpecError
 
 
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after publishing, asv run for this commit and asv publish")
     p.add_argument("--workers", type=int, default=1,
                    help="jobs run at once (default 1: parallel jobs disturb each other's timings)")
+    add_spawn_argument(p)
     p.add_argument("--threshold", type=float, default=cmp.THRESHOLD,
                    help=f"speed/memory ratio that counts as a change (default {cmp.THRESHOLD})")
     p.add_argument("--alpha", type=float, default=cmp.ALPHA,
@@ -42,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from seqbench.executor import LocalExecutor
+    from seqbench.commands.run import local_executor
     from seqbench.spec import load_suite
 
     check_compare_args(args)
@@ -57,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
                       f"{status} ({row['wall_s']:.1f} s)")
 
     gate = None if args.skip_gate else nt.gate_command(shlex.split(args.gate_args))
-    night = nt.nightly(suite, str(path), Path(args.history), executor=LocalExecutor(args.workers),
+    executor = local_executor(args, args.workers)
+    night = nt.nightly(suite, str(path), Path(args.history), executor=executor,
                        gate=gate, report=not args.no_report, asv=args.asv,
                        say=console.print, on_row=on_row,
                        compare_options={"threshold": args.threshold, "alpha": args.alpha,

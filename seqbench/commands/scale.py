@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqbench.commands.run import add_spawn_argument
 from seqbench.errors import SpecError
 from seqbench.spec import expand, job_id, load_suite, resolve_device, spec_hash
 
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run nothing: refit the stored rows and print the tables")
     p.add_argument("--probe", action="store_true",
                    help="measure the device's matmul/copy peak again (keeps the best seen)")
+    add_spawn_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_sweep(suite, path: Path, jobs: list[dict[str, Any]], store, s_hash: str,
               args: argparse.Namespace, console) -> None:
-    from seqbench.executor import LocalExecutor
+    from seqbench.commands.run import local_executor
     from seqbench.provenance import code_provenance
     from seqbench.scaling import FrontierExecutor, StopPolicy
 
@@ -99,7 +101,7 @@ def run_sweep(suite, path: Path, jobs: list[dict[str, Any]], store, s_hash: str,
         store.write(row)
         console.print(describe_row(row))
 
-    FrontierExecutor(LocalExecutor(1), policy, recorded).run(jobs, context, on_row)
+    FrontierExecutor(local_executor(args, 1), policy, recorded).run(jobs, context, on_row)
     console.print(f"done in {time.perf_counter() - started:.0f} s")
 
 
