@@ -160,6 +160,20 @@ def test_forked_and_spawned_workers_give_the_same_results(local):
         assert row["peak_mem_bytes"] == row["peak_rss_bytes"] - row["baseline_rss_bytes"]
 
 
+def test_the_zygote_preload_starts_no_thread_and_leaves_cuda_alone():
+    code = ("import os, torch\n"
+            "before = len(os.listdir('/proc/self/task'))\n"
+            "from seqbench.worker import preload\n"
+            "preload()\n"
+            "import sys\n"
+            "print(before, len(os.listdir('/proc/self/task')), torch.cuda.is_initialized(),\n"
+            "      'torch._dynamo' in sys.modules, 'seqbench.models.mamba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after, cuda, dynamo, mamba = out.stdout.split()
+    assert after == before, "a thread started before fork would be missing in every child"
+    assert (cuda, dynamo, mamba) == ("False", "True", "True")
+
+
 def test_a_killed_zygote_fails_its_job_only_and_the_next_job_gets_a_new_one():
     executor = LocalExecutor()
     executor.baseline_rss()
