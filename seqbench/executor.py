@@ -20,7 +20,7 @@ RSS, and the job's timeout is enforced. A worker that wrote no row still yields 
 
 On CPU the row's ``peak_mem_bytes`` is the worker's peak RSS minus that of an idle worker started
 the same way with the same imports. (A forked child's peak starts at the zygote's resident size;
-a spawned one's includes the import's transient peak, which hides up to ~70 MiB of a small job.)
+a spawned one's includes the imports' transient peak, which hides ~75-120 MiB of a small job.)
 A job may carry a memory cap (``mem_cap_bytes``, top level or in ``measure``): the worker starts
 with ``RLIMIT_DATA`` at the cap, so torch's allocator fails with an error the runner records as
 ``oom`` instead of the kernel killing the machine's other processes.

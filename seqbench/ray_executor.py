@@ -2,8 +2,9 @@
 
 Each job is one Ray core task (not Ray Tune) that asks for what the job needs (1 GPU for a CUDA
 job, ``measure.threads`` CPUs or 1, and the job's memory cap as Ray ``memory``) and runs the job
-exactly as the local executor does: the task starts a fresh ``python -m seqbench.worker``
-process, waits for it with ``os.wait4`` and kills it at the job's timeout. Rows, peak memory,
+exactly as the local executor does: the task forks a fresh worker process from its Ray worker's
+preloaded zygote (``python -m seqbench.worker --zygote``, started once per Ray worker), waits
+for it with ``os.wait4`` and kills it at the job's timeout. Rows, peak memory,
 signals, OOM and timeouts are therefore handled by the same code under both executors, and a
 sweep yields the same rows (config hashes and statuses) under either.
 

@@ -155,8 +155,11 @@ def test_forked_and_spawned_workers_give_the_same_results(local):
     assert forked["status"] == spawned["status"] == "ok"
     for key in ("train_final_loss", "metric_mse", "param_count", "config_hash"):
         assert forked[key] == spawned[key], key  # same seed, same bytes
+    # a forked child's peak starts at the zygote's resident size, so even a tiny job shows; a
+    # spawned one's baseline is the imports' transient peak, which a tiny job may not pass
+    assert 0 < forked["baseline_rss_bytes"] < forked["peak_rss_bytes"]
+    assert 0 < spawned["baseline_rss_bytes"] <= spawned["peak_rss_bytes"]
     for row in (forked, spawned):
-        assert 0 < row["baseline_rss_bytes"] < row["peak_rss_bytes"]
         assert row["peak_mem_bytes"] == row["peak_rss_bytes"] - row["baseline_rss_bytes"]
 
 
