@@ -203,9 +203,12 @@ class Zygote:
 
     def __init__(self, start_timeout_s: float = 300) -> None:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
+        # should anything in the zygote ask whether CUDA is available, PyTorch answers through
+        # NVML instead of initialising the driver, which would make CUDA unusable in every child
+        env = {**os.environ, "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
         self.proc = subprocess.Popen(worker_command("--zygote"), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
-                                     start_new_session=True, preexec_fn=child_setup())
+                                     start_new_session=True, preexec_fn=child_setup(), env=env)
         self._buf = b""
         hello = self._read(time.monotonic() + start_timeout_s)
         if hello is None:

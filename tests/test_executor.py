@@ -163,17 +163,27 @@ def test_forked_and_spawned_workers_give_the_same_results(local):
         assert row["peak_mem_bytes"] == row["peak_rss_bytes"] - row["baseline_rss_bytes"]
 
 
-def test_the_zygote_preload_starts_no_thread_and_leaves_cuda_alone():
-    code = ("import os, torch\n"
+def test_the_zygote_preload_starts_no_thread_and_never_asks_cuda_anything():
+    code = ("import os, sys, torch\n"
+            "calls = []\n"
+            "for name in ('is_available', 'device_count', 'init', '_lazy_init',\n"
+            "             'get_device_name', 'current_device', 'get_device_properties'):\n"
+            "    def record(*a, _name=name, _orig=getattr(torch.cuda, name), **k):\n"
+            "        calls.append(_name)\n"
+            "        return _orig(*a, **k)\n"
+            "    setattr(torch.cuda, name, record)\n"
             "before = len(os.listdir('/proc/self/task'))\n"
             "from seqbench.worker import preload\n"
             "preload()\n"
-            "import sys\n"
             "print(before, len(os.listdir('/proc/self/task')), torch.cuda.is_initialized(),\n"
-            "      'torch._dynamo' in sys.modules, 'seqbench.models.mamba' in sys.modules)\n")
+            "      'torch._dynamo' in sys.modules, 'seqbench.models.mamba' in sys.modules,\n"
+            "      ','.join(calls) or '-')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    before, after, cuda, dynamo, mamba = out.stdout.split()
+    before, after, cuda, dynamo, mamba, calls = out.stdout.split()
     assert after == before, "a thread started before fork would be missing in every child"
+    # on a GPU machine even torch.cuda.is_available() initialises the driver (without NVML), and
+    # a child forked after that cannot use CUDA: the zygote must not ask
+    assert calls == "-"
     assert (cuda, dynamo, mamba) == ("False", "True", "True")
 
 
