@@ -350,7 +350,9 @@ class LocalExecutor:
                    "cap": job_mem_cap(job)}
         try:
             status, peak_rss, timed_out = zygote.run(request, job_timeout(job), started)
-        except BaseException:
+        except BaseException:  # Ctrl-C, or the zygote died: stop the job, drop the zygote
+            for pid in pids:
+                kill_group(pid)
             zygote.close()
             raise
         finally:
