@@ -186,12 +186,15 @@ def classify_exit(job: dict[str, Any], status: int, timed_out: bool, peak_rss: i
     return "error", text, sig
 
 
+def _last_lines(text: str, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
 def _tail(path: Path, lines: int = 3) -> str:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return _last_lines(path.read_text(encoding="utf-8", errors="replace"), lines)
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:])
 
 
 class ZygoteDied(RuntimeError):
@@ -218,8 +221,7 @@ class Zygote:
 
     def _stderr_tail(self) -> str:
         self._stderr.seek(0)
-        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
-        return " | ".join(line.strip() for line in lines[-3:])
+        return _last_lines(self._stderr.read().decode(errors="replace"))
 
     def _read(self, deadline: float | None) -> dict[str, Any] | None:
         """The zygote's next message, or None at the deadline."""
@@ -259,9 +261,6 @@ class Zygote:
             reply = self._read(None)
         assert reply is not None
         return int(reply["status"]), int(reply["rss"]), timed_out
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -325,6 +324,7 @@ class LocalExecutor:
 
     def _spawn(self, in_path: Path, out_path: Path, err_path: Path,
                job: dict[str, Any]) -> tuple[int, int, bool, int]:
+        baseline = self.baseline_rss()
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(worker_command(str(in_path), str(out_path)),
                                     stdout=subprocess.DEVNULL, stderr=err,
@@ -335,7 +335,7 @@ class LocalExecutor:
                 status, peak_rss, timed_out = wait_with_timeout(proc, job_timeout(job))
             finally:
                 self._live.discard(proc.pid)
-        return status, peak_rss, timed_out, self.baseline_rss()
+        return status, peak_rss, timed_out, baseline
 
     def _fork(self, in_path: Path, out_path: Path, err_path: Path,
               job: dict[str, Any]) -> tuple[int, int, bool, int]:
@@ -368,6 +368,7 @@ class LocalExecutor:
             tmpdir = Path(tmp)
             in_path, out_path, err_path = tmpdir / "in.json", tmpdir / "out.json", tmpdir / "err"
             in_path.write_text(json.dumps({"job": job, "context": context}), encoding="utf-8")
+            self.baseline_rss()  # the idle probe (spawn) or a zygote (fork) starts untimed
             oom_before = host_oom_kills()
             started = time.perf_counter()
             start = self.start

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from seqbench.errors import SpecError
@@ -121,3 +122,9 @@ def fmt_ci(mean: float, low: float, high: float) -> str:
     if decimals <= 0:  # large numbers: round both to h's second significant digit
         return f"{round(mean, decimals):,.0f} ± {round(h, decimals):,.0f}"
     return f"{mean:,.{decimals}f} ± {h:,.{decimals}f}"
+
+
+def primary_metric(rows: pd.DataFrame) -> str | None:
+    """The primary metric most of one task's rows name (None if none does)."""
+    names = rows["primary_metric"].replace("", np.nan).dropna().mode().tolist()
+    return names[0] if names else None

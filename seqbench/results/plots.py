@@ -291,8 +291,7 @@ def metric_vs_length(df: pd.DataFrame, metric: str | None = None, *, n_boot: int
     panels = []
     for task in tasks(rows):
         sub = rows[rows["task"] == task]
-        name = metric or (sub["primary_metric"].replace("", np.nan).dropna().mode().tolist()
-                          or [None])[0]
+        name = metric or C.primary_metric(sub)
         cols = C.metric_columns(sub)
         if name is None or (C.METRIC + name not in cols and name not in cols):
             continue
@@ -395,8 +394,7 @@ def pareto(df: pd.DataFrame, seq_len: int | None = None, metric: str | None = No
     panels = []
     for task in tasks(rows):
         sub = rows[rows["task"] == task]
-        name = metric or (sub["primary_metric"].replace("", np.nan).dropna().mode().tolist()
-                          or [None])[0]
+        name = metric or C.primary_metric(sub)
         if name is None or C.METRIC + name not in C.metric_columns(sub):
             continue
         col = C.METRIC + name

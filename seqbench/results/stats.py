@@ -157,10 +157,9 @@ def summary_table(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> p
     keys = ["kind", "task", "label", "seq_len", "config_hash"]
     for (kind, task, label, seq_len, config_hash), cell in stats.groupby(keys, sort=False):
         group = df[df["config_hash"] == config_hash]
-        primary = group["primary_metric"].replace("", np.nan).dropna()
         by_metric = cell.set_index("metric")
         row = {"kind": kind, "task": task, "model": label, "seq_len": int(seq_len)}
-        name = primary.mode().iloc[0] if len(primary) else ""
+        name = C.primary_metric(group) or ""
         if name and C.METRIC + name in by_metric.index:
             m = by_metric.loc[C.METRIC + name]
             arrow = {True: " ↑", False: " ↓"}.get(C.info(df, C.METRIC + name).higher_is_better, "")
