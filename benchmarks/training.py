@@ -3,8 +3,9 @@
 Each (model, length) is one ordinary seqbench job: the adding problem (Hochreiter & Schmidhuber
 1997; the TCN variant), the model's ``Config`` defaults sized to :data:`PARAM_BUDGET`
 parameters, and a fixed small training budget (:data:`TRAIN`). ``setup_cache`` runs the whole
-grid once per ``asv run`` through :class:`seqbench.executor.LocalExecutor`: a fresh worker per
-job, warm-up, adaptive repeats and peak memory by :mod:`seqbench.measure`, exactly as in
+grid once per ``asv run`` through
+:class:`seqbench.execution.local.LocalExecutor`: a fresh worker per
+job, warm-up, adaptive repeats and peak memory by :mod:`seqbench.worker.measure`, exactly as in
 ``seqbench run``. There is no second timing implementation here: the ``track_*`` benchmarks only
 read the job's row. asv's ``time_*`` would measure the CPU time of this process and
 ``peakmem_*`` its host RSS, both wrong for GPU work and for work done in a worker.
@@ -37,8 +38,8 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from seqbench.models import MODELS
-from seqbench.registry import Registry
+from seqbench.catalog import Registry
+from seqbench.worker.models import MODELS
 
 TASK = "adding"
 LENGTHS = [32, 128]
@@ -83,10 +84,10 @@ def spec(model: str, lengths: Sequence[int]) -> dict[str, Any]:
 def run_grid(models: Sequence[str], lengths: Sequence[int],
              executor: Any = None) -> dict[tuple[str, int], dict[str, Any]]:
     """Run every (model, length) job; rows keyed by (model, length)."""
+    from seqbench.config.spec import expand, parse_suite
     from seqbench.errors import SpecError
-    from seqbench.executor import LocalExecutor
-    from seqbench.provenance import code_provenance
-    from seqbench.spec import expand, parse_suite
+    from seqbench.execution.local import LocalExecutor
+    from seqbench.recording.provenance import code_provenance
 
     executor = executor or LocalExecutor()
     context = {"suite": "asv", **code_provenance()}

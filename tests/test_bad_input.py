@@ -24,9 +24,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seqbench.config.spec import expand, load_suite, parse_suite
 from seqbench.errors import SpecError
-from seqbench.spec import expand, load_suite, parse_suite
-from seqbench.store import ResultStore
+from seqbench.recording.store import ResultStore
 
 GOOD = {
     "name": "tiny",
@@ -195,7 +195,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def make_results_dir(path: Path, suite: str) -> None:
     """A results directory as a finished run leaves it (manifest, job files, the JSONL)."""
-    from seqbench.executor import failed_row
+    from seqbench.execution.local import failed_row
 
     store = ResultStore(path)
     store.open_for(suite, "0" * 64, {"name": suite})

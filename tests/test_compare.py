@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from seqbench.cli import main as cli
-from seqbench.compare import (
+from seqbench.recording.schema import SCHEMA_VERSION
+from seqbench.recording.store import ResultStore
+from seqbench.results.compare import (
     IMPROVEMENT,
     NOISE,
     REGRESSION,
@@ -18,8 +20,6 @@ from seqbench.compare import (
     compare,
     mann_whitney_u,
 )
-from seqbench.schema import SCHEMA_VERSION
-from seqbench.store import ResultStore
 
 DEVICE = "Test CPU"
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from seqbench.cli import main as cli_main
-from seqbench.data import TASKS, build_task
-from seqbench.data import manifest as manifest_module
-from seqbench.data.dataset import holdout, stable_order
-from seqbench.data.paths import ENV_VAR, resolve_data_dir
 from seqbench.errors import BackendUnavailable, SpecError
+from seqbench.worker.data import TASKS, build_task
+from seqbench.worker.data import manifest as manifest_module
+from seqbench.worker.data.dataset import holdout, stable_order
+from seqbench.worker.data.paths import ENV_VAR, resolve_data_dir
 
 pytest.importorskip("sklearn")
 pytest.importorskip("statsmodels")
@@ -398,7 +398,7 @@ def test_pystdlib_corpus_is_pinned_and_split_by_file():
 
 
 def test_pystdlib_missing_file_is_named(monkeypatch, tmp_path):
-    from seqbench.data import embedded
+    from seqbench.worker.data import embedded
 
     monkeypatch.setattr(embedded, "stdlib_dir", lambda: tmp_path)
     with pytest.raises(SpecError, match=r"abc.py.*standard-library file is missing"):
@@ -437,7 +437,7 @@ def test_ucr_without_sktime_is_unavailable_but_passes_check(monkeypatch):
 
 # --- a small model learns a real dataset ------------------------------------------------------
 def test_small_lstm_beats_majority_class_on_digits(digits):
-    from seqbench.models import build_model
+    from seqbench.worker.models import build_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 threads oversubscribe a shared 2-core runner badly

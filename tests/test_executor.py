@@ -18,11 +18,17 @@ import psutil
 import pytest
 import yaml
 
+from seqbench.config.spec import expand, job_id, parse_suite
 from seqbench.errors import SpecError
-from seqbench.executor import LocalExecutor, child_setup, classify_exit, failed_row, host_oom_kills
-from seqbench.spec import expand, job_id, parse_suite
-from seqbench.store import ResultStore, dumps, read_jsonl
-from seqbench.validate import check_rows, validate_path
+from seqbench.execution.local import (
+    LocalExecutor,
+    child_setup,
+    classify_exit,
+    failed_row,
+    host_oom_kills,
+)
+from seqbench.recording.store import ResultStore, dumps, read_jsonl
+from seqbench.recording.validate import check_rows, validate_path
 
 TINY = {
     "name": "tiny",
@@ -173,10 +179,10 @@ def test_the_zygote_preload_starts_no_thread_and_never_asks_cuda_anything():
             "        return _orig(*a, **k)\n"
             "    setattr(torch.cuda, name, record)\n"
             "before = len(os.listdir('/proc/self/task'))\n"
-            "from seqbench.worker import preload\n"
+            "from seqbench.worker.process import preload\n"
             "preload()\n"
             "print(before, len(os.listdir('/proc/self/task')), torch.cuda.is_initialized(),\n"
-            "      'torch._dynamo' in sys.modules, 'seqbench.models.mamba' in sys.modules,\n"
+            "      'torch._dynamo' in sys.modules, 'seqbench.worker.models.mamba' in sys.modules,\n"
             "      ','.join(calls) or '-')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after, cuda, dynamo, mamba, calls = out.stdout.split()
@@ -249,7 +255,7 @@ def test_the_memory_cap_makes_allocations_fail_in_the_worker():
 def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
     starter = (
         "import subprocess, sys, time\n"
-        "from seqbench.executor import child_setup\n"
+        "from seqbench.execution.local import child_setup\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
         "                     start_new_session=True, preexec_fn=child_setup())\n"
         "print(p.pid, flush=True)\n"
@@ -349,7 +355,8 @@ def test_a_row_missing_from_the_jsonl_is_restored_from_its_job_file(store):
 
 def test_a_second_run_cannot_write_into_a_directory_in_use(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom seqbench.store import ResultStore\n"
+        [sys.executable, "-c", "import sys, time\n"
+         "from seqbench.recording.store import ResultStore\n"
          "ResultStore(sys.argv[1]).open_for('tiny', 'h1', {})\nprint('open', flush=True)\n"
          "time.sleep(120)", str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
     try:
@@ -394,7 +401,7 @@ def ray_cluster():
 
 
 def test_ray_and_local_executors_give_the_same_rows(ray_cluster, local):
-    from seqbench.ray_executor import RayExecutor
+    from seqbench.execution.ray_executor import RayExecutor
 
     jobs = [tiny_jobs(seeds=[0])[0], broken_job(), long_job(timeout_s=1.5)]
     by_local, by_ray = [], []
@@ -434,7 +441,7 @@ def fake_job(tmp_path: Path, crashes: int) -> dict:
 
 
 def test_a_crashed_ray_worker_is_retried_a_bounded_number_of_times(ray_cluster, tmp_path):
-    from seqbench.ray_executor import RayExecutor
+    from seqbench.execution.ray_executor import RayExecutor
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -449,7 +456,7 @@ def test_a_crashed_ray_worker_is_retried_a_bounded_number_of_times(ray_cluster, 
 
 
 def test_a_hung_ray_task_is_cancelled_and_recorded_as_timeout(ray_cluster):
-    from seqbench.ray_executor import RayExecutor
+    from seqbench.execution.ray_executor import RayExecutor
 
     job = {**tiny_jobs(seeds=[0])[0], "timeout_s": 0.5}
     rows = []
@@ -462,7 +469,7 @@ def test_a_hung_ray_task_is_cancelled_and_recorded_as_timeout(ray_cluster):
 
 def test_a_task_killed_by_rays_memory_monitor_is_oom_and_not_retried():
     ray = pytest.importorskip("ray")
-    from seqbench.ray_executor import RayExecutor, _Attempt
+    from seqbench.execution.ray_executor import RayExecutor, _Attempt
 
     class KilledByMonitor:
         def get(self, ref):

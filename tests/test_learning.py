@@ -2,8 +2,8 @@
 
 import math
 
-from seqbench.runner import run_job
-from seqbench.spec import expand, parse_suite
+from seqbench.config.spec import expand, parse_suite
+from seqbench.worker.job import run_job
 
 
 def test_gru_learns_the_adding_problem_well_below_the_constant_baseline():

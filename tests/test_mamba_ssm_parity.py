@@ -22,8 +22,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqbench.models import mixer_class
-from seqbench.models.ops import selective_scan, ssd_chunked
+from seqbench.worker.models import mixer_class
+from seqbench.worker.models.ops import selective_scan, ssd_chunked
 
 pytestmark = pytest.mark.mamba_ssm
 

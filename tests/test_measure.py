@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from seqbench import measure
-from seqbench.measure import CudaMemory, Samples, repeat, timed, timing_method
+from seqbench.worker import measure
+from seqbench.worker.measure import CudaMemory, Samples, repeat, timed, timing_method
 
 
 class FakeClock:
@@ -190,7 +190,7 @@ def test_a_data_limit_makes_torch_allocations_raise_an_oom_error():
     """The executor caps a CPU worker with RLIMIT_DATA: torch must raise, not be killed."""
     script = textwrap.dedent("""
         import resource, torch
-        from seqbench.runner import is_oom
+        from seqbench.worker.job import is_oom
         for line in open("/proc/self/status"):
             if line.startswith("VmData:"):
                 data = int(line.split()[1]) * 1024

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from seqbench.data import build_task
+from seqbench.catalog import ModelEntry, Registry
 from seqbench.errors import SpecError
-from seqbench.models import MODELS, build_model, count_params
-from seqbench.registry import ModelEntry, Registry
+from seqbench.worker.data import build_task
+from seqbench.worker.models import MODELS, build_model, count_params
 
 CORE = ["rnn", "lstm", "gru", "transformer"]
 ALL = MODELS.names()

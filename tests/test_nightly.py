@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqbench import nightly as nt
+from seqbench.config.spec import expand, load_suite, parse_suite
 from seqbench.errors import SpecError
-from seqbench.runner import base_row, run_job
-from seqbench.spec import expand, load_suite, parse_suite
+from seqbench.execution import nightly as nt
+from seqbench.worker.job import base_row, run_job
 
 TINY = {
     "name": "tiny-nightly", "seeds": [0, 1], "device": "cpu",

@@ -17,9 +17,9 @@ from matplotlib.colors import to_hex
 
 from seqbench.cli import main as cli_main
 from seqbench.errors import SpecError
-from seqbench.models import MODELS
+from seqbench.recording.schema import FIELDS, PREFIXED, REQUIRED, SCHEMA_VERSION
 from seqbench.results import ResultsWarning, aggregate, load, plots, summary_table, to_parquet
-from seqbench.schema import FIELDS, PREFIXED, REQUIRED, SCHEMA_VERSION
+from seqbench.worker.models import MODELS
 
 N_BOOT = 400  # enough for the tests, fast on 2 cores
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 import yaml
 
-from seqbench.executor import LocalExecutor
-from seqbench.schema import REQUIRED
-from seqbench.spec import expand, parse_suite
+from seqbench.config.spec import expand, parse_suite
+from seqbench.execution.local import LocalExecutor
+from seqbench.recording.schema import REQUIRED
 
 TINY = {
     "name": "tiny",

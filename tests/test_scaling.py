@@ -14,10 +14,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from seqbench.config.spec import expand, job_id, parse_suite
 from seqbench.errors import SpecError
-from seqbench.models import MODELS, IOSpec, build_model
-from seqbench.runner import run_job
-from seqbench.scaling import (
+from seqbench.worker.job import run_job
+from seqbench.worker.models import MODELS, IOSpec, build_model
+from seqbench.worker.scale import (
     FrontierExecutor,
     StopPolicy,
     complexity,
@@ -27,7 +28,6 @@ from seqbench.scaling import (
     job_batch,
     peak_key,
 )
-from seqbench.spec import expand, job_id, parse_suite
 
 FAST = {"warmup_steps": 1, "max_warmup_steps": 1, "min_repeats": 1, "max_repeats": 1,
         "budget_s": 0.01}
@@ -92,7 +92,7 @@ def test_scale_suites_refuse_listed_lengths_and_training_only_keys():
 
 
 def test_shipped_scaling_specs_validate():
-    from seqbench.spec import load_suite
+    from seqbench.config.spec import load_suite
 
     for name in ("scale-cpu", "scale-gpu"):
         suite, _ = load_suite(name)
@@ -193,7 +193,7 @@ def test_streams_stop_on_their_prefill_time_not_the_training_step_limit():
 
 def worker_data_footprint() -> int:
     """VmData of a worker after its imports and a first torch op (bytes)."""
-    script = ("import seqbench.runner, seqbench.scaling, torch\n"
+    script = ("import seqbench.worker.job, seqbench.worker.scale, torch\n"
               "torch.ones(64, 64) @ torch.ones(64, 64)\n"
               "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') "
               "if l.startswith('VmData:')))")
@@ -204,7 +204,7 @@ def worker_data_footprint() -> int:
 
 def test_an_allocation_past_the_cpu_cap_is_an_oom_row_and_longer_lengths_are_skipped(tmp_path):
     """Real workers under a real cap: naive attention's L^2 scores cross it at some length."""
-    from seqbench.executor import LocalExecutor
+    from seqbench.execution.local import LocalExecutor
 
     cap_gib = (worker_data_footprint() + 128 * 2**20) / 2**30
     suite = scale_suite([{"name": "transformer_math", "params": {"d_model": 16, "n_heads": 4}}],
@@ -254,7 +254,7 @@ def test_rnn_state_stays_constant_while_the_kv_cache_grows_linearly():
 
 
 def test_stream_of_a_model_without_a_step_mode_is_unavailable(monkeypatch):
-    from seqbench.models.rnn import GRU
+    from seqbench.worker.models.rnn import GRU
 
     monkeypatch.setattr(GRU, "supports_step", False)
     (row,) = stream_rows({"name": "gru", "params": {"d_model": 8}}, [32])
@@ -305,7 +305,7 @@ def test_lstm_and_attention_flop_formulas_by_hand():
 
 def test_device_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQBENCH_CACHE_DIR", str(tmp_path / "fresh"))
-    import seqbench.scaling as scaling
+    import seqbench.worker.scale as scaling
 
     probes = []
     monkeypatch.setattr(scaling, "probe_matmul_flops", lambda d, t: probes.append(t) or 2e11)
@@ -322,7 +322,7 @@ def test_device_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeyp
 
 
 def test_probe_measures_a_real_matmul_rate():
-    from seqbench.scaling import probe_matmul_flops
+    from seqbench.worker.scale import probe_matmul_flops
 
     rate = probe_matmul_flops(torch.device("cpu"), torch.float32, n=256, budget_s=0.05)
     assert 1e8 < rate < 1e14  # FLOP/s, not FLOP/ms or a time
@@ -356,7 +356,7 @@ def test_slope_fit_returns_one_and_two_on_linear_and_quadratic_data():
     noisy = fit_loglog(L, 5e-9 * L**2 * np.array([1.05, 0.97, 1.02, 0.99, 1.03]))
     assert noisy.slope == pytest.approx(2.0, abs=0.05) and noisy.r2 > 0.99
     # a fixed part bends the plain fit; the increments between lengths recover the exponent
-    from seqbench.scaling import fit_increments
+    from seqbench.worker.scale import fit_increments
 
     with_offset = 5e8 + 2e3 * L**2
     assert fit_loglog(L, with_offset).slope < 1.5

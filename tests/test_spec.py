@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from seqbench.cli import main
+from seqbench.config.spec import config_hash, expand, job_id, load_suite, parse_suite
 from seqbench.errors import SpecError
-from seqbench.spec import config_hash, expand, job_id, load_suite, parse_suite
 
 GOOD = {
     "name": "tiny",
@@ -52,7 +52,7 @@ def test_config_hash_ignores_the_seed_but_not_the_config():
 
 
 def test_task_version_enters_the_hash(monkeypatch):
-    from seqbench.data.synthetic import Adding
+    from seqbench.worker.data.synthetic import Adding
 
     before = config_hash(expand(parse_suite(GOOD))[0])
     monkeypatch.setattr(Adding, "version", Adding.version + 1)

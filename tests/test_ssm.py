@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from seqbench import backends
 from seqbench.errors import BackendUnavailable, SpecError
-from seqbench.models import IOSpec, build_model, mixer_class, size_to_budget, split_params
-from seqbench.models.base import BackboneConfig, state_nbytes
-from seqbench.models.ops import (
+from seqbench.worker import backends
+from seqbench.worker.models import IOSpec, build_model, mixer_class, size_to_budget, split_params
+from seqbench.worker.models.base import BackboneConfig, state_nbytes
+from seqbench.worker.models.ops import (
     causal_conv,
     causal_conv_step,
     segsum,

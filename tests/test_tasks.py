@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from seqbench.data import TASKS, build_task
-from seqbench.data.base import derive_seed, generator
+from seqbench.worker.data import TASKS, build_task
+from seqbench.worker.data.base import derive_seed, generator
 
 
 def sample(name, T, batch=256, seed=0, stream="train"):

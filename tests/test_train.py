@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from seqbench.data import build_task
-from seqbench.models import build_model
-from seqbench.spec import TrainSpec
-from seqbench.train import autocast_dtype, lr_factor, param_groups, train
+from seqbench.config.spec import TrainSpec
+from seqbench.worker.data import build_task
+from seqbench.worker.models import build_model
+from seqbench.worker.train import autocast_dtype, lr_factor, param_groups, train
 
 TRAIN = TrainSpec().model_dump()
 

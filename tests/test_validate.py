@@ -9,11 +9,11 @@ import math
 import pytest
 
 from seqbench.cli import main
-from seqbench.executor import failed_row
-from seqbench.schema import SCHEMA_VERSION
-from seqbench.spec import expand, parse_suite
-from seqbench.store import ResultStore, dumps
-from seqbench.validate import check_row, validate_path
+from seqbench.config.spec import expand, parse_suite
+from seqbench.execution.local import failed_row
+from seqbench.recording.schema import SCHEMA_VERSION
+from seqbench.recording.store import ResultStore, dumps
+from seqbench.recording.validate import check_row, validate_path
 
 SPEC = {
     "name": "tiny",

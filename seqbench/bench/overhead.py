@@ -16,10 +16,10 @@ import time
 import torch
 from torch import nn
 
-from seqbench.data import build_task
-from seqbench.models import build_model
-from seqbench.spec import MeasureSpec, TrainSpec
-from seqbench.train import train
+from seqbench.config.spec import MeasureSpec, TrainSpec
+from seqbench.worker.data import build_task
+from seqbench.worker.models import build_model
+from seqbench.worker.train import train
 
 
 def bare_loop(model: nn.Module, task, steps: int, batch_size: int, lr: float, clip: float,

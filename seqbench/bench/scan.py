@@ -65,7 +65,7 @@ def make_inputs(batch: int, length: int, d_inner: int, d_state: int, seed: int
 def _load(impl: str) -> Callable[..., torch.Tensor]:
     """The scan of ``impl`` as ``f(u, delta, A, B, C) -> y``, all in seqbench's layout."""
     if impl == "seqbench":
-        from seqbench.models.ops import selective_scan
+        from seqbench.worker.models.ops import selective_scan
 
         return selective_scan
     if impl == "mambapy":

@@ -1,5 +1,5 @@
 """Load stored rows into one tidy pandas DataFrame: one row per job (per context position for
-streaming rows), the columns of :mod:`seqbench.schema` with their units in the names.
+streaming rows), the columns of :mod:`seqbench.recording.schema` with their units in the names.
 
 ``load`` reads a results directory (``jobs/<job_id>.json`` + ``results.jsonl``), a ``.jsonl``
 file, a ``.parquet`` file, or a list of those. It never merges what must stay apart:
@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from seqbench.errors import SpecError
-from seqbench.schema import FIELDS, SCHEMA_VERSION
+from seqbench.recording.schema import FIELDS, SCHEMA_VERSION
 
 JOBS_DIR = "jobs"
 JSONL = "results.jsonl"
@@ -223,7 +223,7 @@ def _variant_labels(configs: list[dict[str, str]]) -> list[str]:
 
 
 def model_display(model: str) -> str:
-    from seqbench.models import MODELS
+    from seqbench.worker.models import MODELS
 
     return MODELS[model].display or model if model in MODELS else model
 

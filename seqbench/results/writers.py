@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from seqbench.schema import STATUSES
+from seqbench.recording.schema import STATUSES
 
 
 @dataclass

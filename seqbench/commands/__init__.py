@@ -1,1 +1,0 @@
-"""Subcommands of the ``seqbench`` CLI, one module each (see ``seqbench.cli.COMMANDS``)."""

@@ -1,0 +1,449 @@
+"""Executors run jobs in fresh worker processes and hand back one row per job.
+
+The local executor runs each job in a fresh process, started one of two ways (recorded on the
+row as ``worker_start``):
+
+* ``fork`` (the default): a zygote, ``python -m seqbench.worker --zygote``, imports torch and
+  seqbench once and forks one child per job (multiprocessing's forkserver with a preload). The
+  zygote never runs a tensor op or touches CUDA, so each child starts with nothing but the
+  imports: the torch import (about 2 s of every job on a 2-core CPU) is paid once per executor
+  slot instead of once per job.
+* ``spawn``: ``python -m seqbench.worker`` per job, a fresh interpreter.
+
+Either way the worker's parent waits for it with ``os.wait4`` to get its exit status and peak
+RSS, and the job's timeout is enforced. A worker that wrote no row still yields one:
+
+* ``timeout`` when it ran past ``job["timeout_s"]`` (its whole process group is killed);
+* ``oom`` when it was killed by SIGKILL while the kernel's OOM killer fired (``oom_kill`` in
+  ``/proc/vmstat`` grew) or with its peak RSS at the job's memory cap;
+* ``error`` naming the signal (``signal`` field) or exit code otherwise, with its stderr tail.
+
+On CPU the row's ``peak_mem_bytes`` is the worker's peak RSS minus that of an idle worker started
+the same way with the same imports. (A forked child's peak starts at the zygote's resident size;
+a spawned one's includes the imports' transient peak, which hides ~75-120 MiB of a small job.)
+A job may carry a memory cap (``mem_cap_bytes``, top level or in ``measure``): the worker starts
+with ``RLIMIT_DATA`` at the cap, so torch's allocator fails with an error the runner records as
+``oom`` instead of the kernel killing the machine's other processes.
+
+Workers die with the process that started them (``PR_SET_PDEATHSIG``): a driver killed with
+SIGKILL, or a Ray task cancelled, leaves no orphan computing a row nobody will record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import queue
+import resource
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Protocol
+
+from seqbench.worker.measure import CPU_MEM_METHOD
+
+OnRow = Callable[[dict[str, Any]], None]
+
+WORKER_STARTS = ("fork", "spawn")
+OOM_RSS_FRACTION = 0.9  # a SIGKILLed worker whose peak RSS reached this share of its cap: oom
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
+        """Run every job and call ``on_row(row)`` once per job, in the driver's thread, as soon
+        as that job is finished (so a driver killed mid-sweep has recorded every finished job)."""
+
+
+def worker_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "seqbench.worker", *args]
+
+
+def job_timeout(job: dict[str, Any]) -> float | None:
+    """The job's timeout in seconds (None or 0: no limit)."""
+    timeout = job.get("timeout_s")
+    return float(timeout) if timeout else None
+
+
+def job_mem_cap(job: dict[str, Any]) -> int:
+    """The job's per-worker memory cap in bytes (0: none)."""
+    cap = job.get("mem_cap_bytes") or (job.get("measure") or {}).get("mem_cap_bytes") or 0
+    return int(cap)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def child_setup(mem_cap_bytes: int = 0, parent: int | None = None) -> Callable[[], None]:
+    """A ``preexec_fn``: die with the parent; limit the data segment to the cap, if any.
+
+    Only the soft limit is set, so a worker that applies its own cap is never refused.
+    ``parent`` defaults to the calling process (the one that will start the child).
+    """
+    parent = os.getpid() if parent is None else parent
+    prctl = _prctl
+
+    def setup() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+        if mem_cap_bytes > 0:
+            _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+            soft = mem_cap_bytes if hard == resource.RLIM_INFINITY else min(mem_cap_bytes, hard)
+            resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+    return setup
+
+
+def host_oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (None if unknown)."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def wait_with_timeout(proc: subprocess.Popen, timeout_s: float | None) -> tuple[int, int, bool]:
+    """Wait for ``proc`` with ``os.wait4``: (wait status, peak RSS in bytes, timed out)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    timed_out = False
+    delay = 0.005
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            timed_out = True
+            kill_group(proc.pid)  # the worker and anything it started
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
+    return status, usage.ru_maxrss * 1024, timed_out  # ru_maxrss is in KiB on Linux
+
+
+def kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def describe_exit(status: int, stderr_tail: str) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        text = f"worker killed by signal {signal_name(sig)} ({sig})"
+    else:
+        text = f"worker exited with code {os.WEXITSTATUS(status)} without writing a row"
+    return f"{text}: {stderr_tail}" if stderr_tail else text
+
+
+def classify_exit(job: dict[str, Any], status: int, timed_out: bool, peak_rss: int,
+                  host_oom: bool, stderr_tail: str) -> tuple[str, str, int | None]:
+    """(row status, error text, signal) for a worker that wrote no row."""
+    if timed_out:
+        return "timeout", f"job exceeded its timeout of {job_timeout(job):g} s", None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    text = describe_exit(status, stderr_tail)
+    if sig == signal.SIGKILL:
+        cap = job_mem_cap(job)
+        mib = peak_rss / 2**20
+        if host_oom:
+            return "oom", f"{text} (the kernel's OOM killer fired; peak RSS {mib:.0f} MiB)", sig
+        if cap and peak_rss >= OOM_RSS_FRACTION * cap:
+            return "oom", (f"{text} (peak RSS {mib:.0f} MiB at the memory cap of "
+                           f"{cap / 2**20:.0f} MiB)"), sig
+    return "error", text, sig
+
+
+def _last_lines(text: str, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return _last_lines(path.read_text(encoding="utf-8", errors="replace"), lines)
+    except OSError:
+        return ""
+
+
+class ZygoteDied(RuntimeError):
+    """The fork server exited (or never started): its current job has no row of its own."""
+
+
+class Zygote:
+    """A ``python -m seqbench.worker --zygote`` fork server that runs one job at a time."""
+
+    def __init__(self, start_timeout_s: float = 300) -> None:
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
+        # should anything in the zygote ask whether CUDA is available, PyTorch answers through
+        # NVML instead of initialising the driver, which would make CUDA unusable in every child
+        env = {**os.environ, "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+        self.proc = subprocess.Popen(worker_command("--zygote"), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
+                                     start_new_session=True, preexec_fn=child_setup(), env=env)
+        self._buf = b""
+        hello = self._read(time.monotonic() + start_timeout_s)
+        if hello is None:
+            self.close()
+            raise ZygoteDied(f"the fork server did not start within {start_timeout_s:g} s")
+        self.baseline_rss = int(hello["baseline_rss"])
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return _last_lines(self._stderr.read().decode(errors="replace"))
+
+    def _read(self, deadline: float | None) -> dict[str, Any] | None:
+        """The zygote's next message, or None at the deadline."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.proc.wait()
+                raise ZygoteDied(f"the fork server exited ({self.proc.returncode}): "
+                                 f"{self._stderr_tail()}")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def run(self, request: dict[str, Any], timeout_s: float | None,
+            started: Callable[[int], None]) -> tuple[int, int, bool]:
+        """Fork a child for ``request``: (wait status, peak RSS in bytes, timed out)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        except OSError as e:  # a broken pipe: the zygote is gone
+            raise ZygoteDied(f"the fork server is gone: {e}") from e
+        reply = self._read(None)
+        assert reply is not None and "pid" in reply, reply
+        pid = int(reply["pid"])
+        started(pid)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        reply = self._read(deadline)
+        timed_out = reply is None
+        if timed_out:
+            kill_group(pid)  # the worker and anything it started
+            reply = self._read(None)
+        assert reply is not None
+        return int(reply["status"]), int(reply["rss"]), timed_out
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # end of input: the zygote exits
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc.pid)
+            self.proc.wait()
+        self._stderr.close()
+
+
+def _close_zygotes(idle: queue.SimpleQueue) -> None:
+    while True:
+        try:
+            idle.get_nowait().close()
+        except queue.Empty:
+            return
+
+
+class LocalExecutor:
+    """Jobs in fresh local worker processes, ``workers`` at a time (1 for honest timings).
+
+    ``start="fork"`` forks each worker from a preloaded zygote (one per concurrent slot, kept
+    for the executor's life); ``start="spawn"`` starts a fresh interpreter per job.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int = 1, start: str = "fork") -> None:
+        if start not in WORKER_STARTS:
+            raise ValueError(f"start must be one of {WORKER_STARTS}, not {start!r}")
+        self.workers = max(1, workers)
+        self.start = start
+        self._baseline_rss: int | None = None
+        self._lock = threading.Lock()
+        self._live: set[int] = set()  # process groups of running workers
+        self._idle: queue.SimpleQueue[Zygote] = queue.SimpleQueue()
+        weakref.finalize(self, _close_zygotes, self._idle)
+
+    def _zygote(self) -> Zygote:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return Zygote()
+
+    def baseline_rss(self) -> int:
+        """Peak RSS of an idle worker that imports what a job imports (measured once)."""
+        if self.start == "fork":
+            zygote = self._zygote()  # started now, so no job's wall time includes it
+            self._idle.put(zygote)
+            return zygote.baseline_rss
+        with self._lock:
+            if self._baseline_rss is None:
+                proc = subprocess.Popen(worker_command("--baseline"), start_new_session=True,
+                                        preexec_fn=child_setup())
+                _, rss, _ = wait_with_timeout(proc, 300)
+                self._baseline_rss = rss
+            return self._baseline_rss
+
+    def _spawn(self, in_path: Path, out_path: Path, err_path: Path,
+               job: dict[str, Any]) -> tuple[int, int, bool, int]:
+        baseline = self.baseline_rss()
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen(worker_command(str(in_path), str(out_path)),
+                                    stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True,
+                                    preexec_fn=child_setup(job_mem_cap(job)))
+            self._live.add(proc.pid)
+            try:
+                status, peak_rss, timed_out = wait_with_timeout(proc, job_timeout(job))
+            finally:
+                self._live.discard(proc.pid)
+        return status, peak_rss, timed_out, baseline
+
+    def _fork(self, in_path: Path, out_path: Path, err_path: Path,
+              job: dict[str, Any]) -> tuple[int, int, bool, int]:
+        zygote = self._zygote()
+        pids: list[int] = []
+
+        def started(pid: int) -> None:
+            pids.append(pid)
+            self._live.add(pid)
+
+        request = {"in": str(in_path), "out": str(out_path), "err": str(err_path),
+                   "cap": job_mem_cap(job)}
+        try:
+            status, peak_rss, timed_out = zygote.run(request, job_timeout(job), started)
+        except BaseException:  # Ctrl-C, or the zygote died: stop the job, drop the zygote
+            for pid in pids:
+                kill_group(pid)
+            zygote.close()
+            raise
+        finally:
+            for pid in pids:
+                self._live.discard(pid)
+        self._idle.put(zygote)
+        return status, peak_rss, timed_out, zygote.baseline_rss
+
+    def run_one(self, job: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """Run ``job`` in a fresh worker process and return its row (never raises for a job)."""
+        cap = job_mem_cap(job)
+        with tempfile.TemporaryDirectory(prefix="seqbench-job-") as tmp:
+            tmpdir = Path(tmp)
+            in_path, out_path, err_path = tmpdir / "in.json", tmpdir / "out.json", tmpdir / "err"
+            in_path.write_text(json.dumps({"job": job, "context": context}), encoding="utf-8")
+            self.baseline_rss()  # the idle probe (spawn) or a zygote (fork) starts untimed
+            oom_before = host_oom_kills()
+            started = time.perf_counter()
+            start = self.start
+            try:
+                launch = self._fork if start == "fork" else self._spawn
+                status, peak_rss, timed_out, baseline = launch(in_path, out_path, err_path, job)
+            except ZygoteDied as e:
+                wall = time.perf_counter() - started
+                row = failed_row(job, context, "error", f"worker's {e}", wall)
+                row["worker_start"] = start
+                return row
+            wall = time.perf_counter() - started
+            row = None
+            if out_path.exists() and not timed_out:
+                try:
+                    row = json.loads(out_path.read_text(encoding="utf-8"))
+                except ValueError:
+                    row = None  # cannot happen with atomic writes; treat as no row
+            if row is None:
+                oom_after = host_oom_kills()
+                host_oom = None not in (oom_before, oom_after) and oom_after > oom_before
+                state, error, sig = classify_exit(job, status, timed_out, peak_rss, host_oom,
+                                                  _tail(err_path))
+                row = failed_row(job, context, state, error, wall, sig)
+        row["worker_start"] = start
+        row["peak_rss_bytes"] = peak_rss
+        if cap:
+            row.setdefault("mem_cap_bytes", cap)
+        if row.get("mem_method") == CPU_MEM_METHOD:
+            row["baseline_rss_bytes"] = baseline
+            row["peak_mem_bytes"] = max(0, peak_rss - baseline)
+        return row
+
+    def kill_all(self) -> None:
+        """Kill every running worker (the driver is stopping)."""
+        for pid in list(self._live):
+            kill_group(pid)
+
+    def close(self) -> None:
+        """Stop the idle zygotes (they also die with this process)."""
+        _close_zygotes(self._idle)
+
+    def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
+        jobs = list(jobs)
+        try:
+            if self.workers == 1:
+                for job in jobs:
+                    on_row(self.run_one(job, context))
+                return
+            self.baseline_rss()
+            with ThreadPoolExecutor(self.workers) as pool:
+                futures = [pool.submit(self.run_one, job, context) for job in jobs]
+                try:
+                    for future in as_completed(futures):  # record each row as soon as it exists
+                        on_row(future.result())
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        except BaseException:  # Ctrl-C or a failing on_row: leave no worker behind
+            self.kill_all()
+            raise
+
+
+def failed_row(job: dict[str, Any], context: dict[str, Any], status: str, error: str,
+               wall_s: float, signal_number: int | None = None) -> dict[str, Any]:
+    """The row of a job whose worker wrote none: it timed out, crashed or was killed."""
+    from seqbench.worker.job import base_row
+    from seqbench.worker.provenance import runtime_provenance
+
+    row = base_row(job, context)
+    row.update(runtime_provenance(job.get("device", "cpu")))
+    row.update(status=status, error=error, wall_s=wall_s)
+    if signal_number is not None:
+        row["signal"] = signal_number
+    if job.get("device", "cpu") == "cpu":
+        row["mem_method"] = CPU_MEM_METHOD
+    return row

@@ -1,0 +1,188 @@
+"""Mamba-2 (Dao & Gu 2024, "Transformers are SSMs: Generalized Models and Efficient Algorithms
+Through Structured State Space Duality"): the block of ``mamba_ssm/modules/mamba2_simple.py``::
+
+    z, xBC, dt = in_proj(u)           z: (B, L, E), xBC: (B, L, E + 2GN), dt: (B, L, H)
+    x, B, C = silu(causal conv(xBC))  x: (B, L, H, P) with E = H * P; B, C: (B, L, G, N)
+    dt = softplus(dt + dt_bias)       one step per head; A = -exp(A_log): one scalar per head
+    y = SSD(x, dt, A, B, C) + D * x   (B, L, H, P)
+    out = out_proj(rmsnorm(y * silu(z)))
+
+Two paths compute the same function (parameter names match mamba-ssm's):
+
+- ``mamba_ssm-triton``: mamba-ssm's Triton SSD kernels (``mamba_chunk_scan_combined``), on a
+  CUDA device when they import;
+- ``torch-ssd``: seqbench's chunked SSD (:mod:`seqbench.worker.models.ops.ssd`) everywhere else.
+
+``backend`` works as for :mod:`seqbench.worker.models.mamba`: an explicit ``mamba_ssm`` request that
+cannot run here (no GPU, no Triton, a broken install) gives an ``unavailable`` row and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqbench.errors import BackendUnavailable
+from seqbench.worker.models.base import Mixer
+from seqbench.worker.models.mamba import (
+    BACKENDS,
+    Backend,
+    init_dt_bias,
+    kernel_failures_unavailable,
+    resolve_backend,
+)
+from seqbench.worker.models.ops import causal_conv, causal_conv_step, ssd_chunked, ssd_step
+
+SSD_MODULE = "mamba_ssm.ops.triton.ssd_combined"  # the Triton SSD kernels
+
+
+@dataclass
+class Mamba2Config:
+    d_state: int = 64  # N (mamba-ssm's default is 128; 64 keeps CPU runs light)
+    d_conv: int = 4
+    expand: int = 2  # E = expand * d_model
+    headdim: int = 64  # P; H = E / P heads
+    ngroups: int = 1  # G groups of heads share B and C
+    A_init_min: float = 1.0  # A_h = -uniform(A_init_min, A_init_max)
+    A_init_max: float = 16.0
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    chunk: int = 64  # chunk length of the SSD (both paths)
+    conv_bias: bool = True
+    bias: bool = False  # in_proj / out_proj biases
+    norm_eps: float = 1e-5
+    backend: Backend = "auto"  # auto | mamba_ssm | torch
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if min(self.d_state, self.d_conv, self.expand, self.headdim, self.ngroups, self.chunk) < 1:
+            raise ValueError("d_state, d_conv, expand, headdim, ngroups, chunk must be positive")
+        if not 0 < self.A_init_min <= self.A_init_max or not 0 < self.dt_min <= self.dt_max:
+            raise ValueError("need 0 < A_init_min <= A_init_max and 0 < dt_min <= dt_max")
+
+
+class Mamba2(Mixer):
+    Config = Mamba2Config
+    supports_step: ClassVar[bool] = True
+
+    def __init__(self, d_model: int, config: Mamba2Config) -> None:
+        super().__init__(d_model, config)
+        E, P, G, N = config.expand * d_model, config.headdim, config.ngroups, config.d_state
+        if E % P or (E // P) % G:
+            raise ValueError(f"expand * d_model = {E} must be a multiple of headdim = {P}, "
+                             f"and the {E // P} heads a multiple of ngroups = {G}")
+        H = E // P
+        self.d_inner, self.n_heads = E, H
+        self.conv_dim = E + 2 * G * N
+        self.in_proj = nn.Linear(d_model, 2 * E + 2 * G * N + H, bias=config.bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, config.d_conv, groups=self.conv_dim,
+                                bias=config.conv_bias, padding=config.d_conv - 1)
+        self.dt_bias = nn.Parameter(init_dt_bias(H, config.dt_min, config.dt_max,
+                                                 config.dt_init_floor))
+        A = torch.empty(H).uniform_(config.A_init_min, config.A_init_max)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(H))
+        self.norm_weight = nn.Parameter(torch.ones(E))  # gated RMSNorm before out_proj
+        self.out_proj = nn.Linear(E, d_model, bias=config.bias)
+
+    @classmethod
+    def d_model_multiple(cls, config: Mamba2Config) -> int:
+        """Smallest m with expand * m divisible by headdim * ngroups (whole heads and groups)."""
+        unit = config.headdim * config.ngroups
+        return unit // math.gcd(config.expand, unit)
+
+    @classmethod
+    def unavailable_reason(cls, config: Mamba2Config, device: torch.device) -> str | None:
+        return resolve_backend(config.backend, SSD_MODULE, torch.device(device))[1]
+
+    def no_weight_decay(self) -> set[str]:
+        return {"A_log", "D", "dt_bias"}  # mamba-ssm marks these _no_weight_decay
+
+    def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        E = self.d_inner
+        return zxbcdt.split([E, self.conv_dim, self.n_heads], dim=-1)  # z, xBC, dt
+
+    def _heads(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., E + 2GN) -> x (..., H, P), B, C (..., G, N)."""
+        G, N = self.config.ngroups, self.config.d_state
+        x, B, C = xBC.split([self.d_inner, G * N, G * N], dim=-1)
+        lead = x.shape[:-1]
+        return (x.reshape(*lead, self.n_heads, self.config.headdim),
+                B.reshape(*lead, G, N), C.reshape(*lead, G, N))
+
+    def _gate_norm_out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """out_proj(rmsnorm(y * silu(z))): mamba-ssm's RMSNormGated, norm_before_gate=False."""
+        g = (y * F.silu(z)).float()
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.config.norm_eps)
+        return self.out_proj((g * self.norm_weight.float()).to(y.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        backend, reason = resolve_backend(self.config.backend, SSD_MODULE, x.device)
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        Bz, L, _ = x.shape
+        z, xBC, dt = self._split(self.in_proj(x))
+        xBC = F.silu(causal_conv(xBC, self.conv1d.weight.squeeze(1), self.conv1d.bias))
+        xs, B, C = self._heads(xBC)  # (B, L, H, P), (B, L, G, N) x 2
+        A = -torch.exp(self.A_log.float())  # (H,)
+        if backend == "mamba_ssm":
+            from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+            self.kernel_path = "mamba_ssm-triton"
+            with kernel_failures_unavailable("mamba_ssm mamba_chunk_scan_combined"):
+                y = mamba_chunk_scan_combined(xs, dt, A, B, C, chunk_size=self.config.chunk,
+                                              D=self.D, dt_bias=self.dt_bias, dt_softplus=True)
+        else:
+            self.kernel_path = "torch-ssd"
+            dt = F.softplus(dt + self.dt_bias)  # (B, L, H)
+            y = ssd_chunked(xs, dt, A, B, C, self.config.chunk)
+            y = y + xs * self.D.unsqueeze(-1)
+        return self._gate_norm_out(y.reshape(Bz, L, self.d_inner), z)
+
+    # --- recurrent mode ---------------------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        P, N, K = self.config.headdim, self.config.d_state, self.config.d_conv
+        return {"conv": torch.zeros(batch, self.conv_dim, K - 1, device=device, dtype=dtype),
+                "ssm": torch.zeros(batch, self.n_heads, P, N, device=device, dtype=torch.float32)}
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        self.kernel_path = "torch-step"
+        z, xBC, dt = self._split(self.in_proj(x_t))  # (B, E), (B, E + 2GN), (B, H)
+        xBC, conv = causal_conv_step(xBC, state["conv"], self.conv1d.weight.squeeze(1),
+                                     self.conv1d.bias)
+        xs, B, C = self._heads(F.silu(xBC))  # (B, H, P), (B, G, N) x 2
+        dt = F.softplus(dt + self.dt_bias)
+        y, ssm = ssd_step(xs, dt, -torch.exp(self.A_log.float()), B, C, state["ssm"])
+        y = y + xs * self.D.unsqueeze(-1)
+        return self._gate_norm_out(y.reshape(x_t.shape[0], self.d_inner), z), {"conv": conv,
+                                                                               "ssm": ssm}
+
+    def state_size(self, seq_len: int, batch: int = 1, bytes_per_element: int = 4) -> int:
+        P, N, K = self.config.headdim, self.config.d_state, self.config.d_conv
+        return batch * (self.conv_dim * (K - 1) + self.n_heads * P * N) * bytes_per_element
+
+    def forward_flops(self, batch: int, seq_len: int) -> float:
+        """Projections, conv and the chunked SSD's matmuls, per forward (multiply-add = 2).
+
+        With ``E = H P``, chunk ``Q``: in_proj ``2 L D (2E + 2GN + H)``; conv
+        ``2 L (E + 2GN) K``; SSD inside chunks: scores ``2 L Q N H`` (C B^T per head), decay
+        mask ``L Q H``, scores x inputs ``2 L Q H P``; chunk states ``2 L H P N``; the carry
+        ``2 (L / Q) H P N``; incoming states to outputs ``2 L H P N``; D skip ``2 L E``; gated
+        norm ``6 L E``; out_proj ``2 L E D``. Exponentials and activations are not counted; the
+        masked upper half of each chunk is counted, as the dense einsum computes it.
+        """
+        D, E, H, L = self.d_model, self.d_inner, self.n_heads, seq_len
+        cfg = self.config
+        P, N, G, K = cfg.headdim, cfg.d_state, cfg.ngroups, cfg.d_conv
+        Q = min(cfg.chunk, L)
+        proj = 2 * L * D * (2 * E + 2 * G * N + H) + 2 * L * E * D
+        ssd = 2 * L * Q * N * H + L * Q * H + 2 * L * Q * H * P + 4 * L * H * P * N
+        ssd += 2 * math.ceil(L / Q) * H * P * N
+        return float(batch * (proj + 2 * L * (E + 2 * G * N) * K + ssd + 8 * L * E))
