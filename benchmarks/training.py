@@ -38,8 +38,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from seqbench.catalog import Registry
-from seqbench.worker.models import MODELS
+from seqbench.catalog import MODELS, Registry
 
 TASK = "adding"
 LENGTHS = [32, 128]
@@ -84,13 +83,15 @@ def spec(model: str, lengths: Sequence[int]) -> dict[str, Any]:
 def run_grid(models: Sequence[str], lengths: Sequence[int],
              executor: Any = None) -> dict[tuple[str, int], dict[str, Any]]:
     """Run every (model, length) job; rows keyed by (model, length)."""
-    from seqbench.config.spec import expand, parse_suite
+    from seqbench.config import expand, parse_suite
     from seqbench.errors import SpecError
     from seqbench.execution.local import LocalExecutor
     from seqbench.recording.provenance import code_provenance
 
     executor = executor or LocalExecutor()
-    context = {"suite": "asv", **code_provenance()}
+    from seqbench.recording.rows import RunContext
+
+    context = RunContext(suite="asv", **code_provenance())
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for model in models:
         try:
@@ -99,8 +100,7 @@ def run_grid(models: Sequence[str], lengths: Sequence[int],
             rows.update({(model, L): {"status": "error", "error": str(exc)} for L in lengths})
             continue
         for job in expand(suite):
-            row = executor.run_one(job, context)
-            rows[(model, job["task"]["seq_len"])] = row
+            rows[(model, job.task.seq_len)] = executor.run_one(job, context).to_dict()
     return rows
 
 

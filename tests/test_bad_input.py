@@ -24,8 +24,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqbench.config.spec import expand, load_suite, parse_suite
+from seqbench.config import expand, load_suite, parse_suite
 from seqbench.errors import SpecError
+from seqbench.recording.rows import RunContext
 from seqbench.recording.store import ResultStore
 
 GOOD = {
@@ -81,7 +82,7 @@ SPEC_CASES = [
     ("unknown-model-param", edit("models.0.params.foo", 1), ["foo", "gru"]),
     ("unknown-task-param", edit("tasks", [{"name": "smnist", "seq_lens": [784],
                                            "params": {"noise": 1}}]),
-     ["params.noise", "'noise'", "allowed params: split_seed"]),
+     ["params.noise", "'noise'", "allowed keys: split_seed"]),
     ("lr-negative", edit("train.lr", -1), ["train.lr", "-1", "greater than 0"]),
     ("lr-nan", edit("train.lr", math.nan), ["train.lr", "nan", "finite number"]),
     ("optimizer-unknown", edit("train.optimizer", "rmsprop"), ["train.optimizer", "'rmsprop'",
@@ -195,12 +196,13 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def make_results_dir(path: Path, suite: str) -> None:
     """A results directory as a finished run leaves it (manifest, job files, the JSONL)."""
-    from seqbench.execution.local import failed_row
+    from seqbench.recording.rows import failed_row
 
     store = ResultStore(path)
     store.open_for(suite, "0" * 64, {"name": suite})
     for job in expand(parse_suite({**GOOD, "name": suite, "seeds": [0, 1]})):
-        store.write(failed_row(job, {"suite": suite}, "timeout", "job exceeded its timeout", 60.0))
+        store.write(failed_row(job, RunContext(suite=suite), "timeout",
+                               "job exceeded its timeout", 60.0))
     store.close()
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from seqbench.config.spec import expand, job_id, parse_suite
+from seqbench.config import expand, parse_suite
 from seqbench.errors import SpecError
 from seqbench.execution.local import (
     LocalExecutor,
@@ -27,6 +27,7 @@ from seqbench.execution.local import (
     failed_row,
     host_oom_kills,
 )
+from seqbench.recording.rows import RunContext
 from seqbench.recording.store import ResultStore, dumps, read_jsonl
 from seqbench.recording.validate import check_rows, validate_path
 
@@ -50,14 +51,14 @@ def tiny_jobs(**overrides) -> list[dict]:
 
 def long_job(timeout_s: float = 120) -> dict:
     job = tiny_jobs(train={**TINY["train"], "steps": LONG_STEPS}, seeds=[0])[0]
-    job["timeout_s"] = timeout_s
+    job.timeout_s = timeout_s
     return job
 
 
 def broken_job() -> dict:
     """A job whose worker raises (an application error, not a crash)."""
     job = json.loads(json.dumps(tiny_jobs(seeds=[7])[0]))
-    job["model"]["params"] = {"d_model": 8, "n_layers": "two"}
+    job.model.params = {"d_model": 8, "n_layers": "two"}
     return job
 
 
@@ -133,7 +134,7 @@ def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finish
     killer.start()
     rows = []
     try:
-        each_start.run(jobs, {"suite": "tiny"}, rows.append)
+        each_start.run(jobs, RunContext(suite="tiny"), rows.append)
     finally:
         stop.set()
         killer.join()
@@ -141,13 +142,13 @@ def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finish
     assert {r["worker_start"] for r in rows} == {each_start.start}
     assert rows[0]["signal"] == signal.SIGSEGV
     assert "SIGSEGV (11)" in rows[0]["error"]
-    assert rows[0]["job_id"] == job_id(jobs[0]) and rows[0]["peak_rss_bytes"] > 0
+    assert rows[0]["job_id"] == jobs[0].job_id and rows[0]["peak_rss_bytes"] > 0
     assert not check_rows([("segv", rows[0])]), "a crash row is still a valid row"
 
 
 def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(each_start):
     started = time.monotonic()
-    row = each_start.run_one(long_job(timeout_s=1.5), {"suite": "tiny"})
+    row = each_start.run_one(long_job(timeout_s=1.5), RunContext(suite="tiny"))
     assert row["status"] == "timeout" and "timeout of 1.5 s" in row["error"]
     assert 1.5 <= row["wall_s"] < 30 and time.monotonic() - started < 60
     assert worker_processes(psutil.Process()) == []
@@ -155,8 +156,8 @@ def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(each_start
 
 def test_forked_and_spawned_workers_give_the_same_results(local):
     job = tiny_jobs(seeds=[3])[0]
-    forked = local.run_one(job, {"suite": "tiny"})
-    spawned = LocalExecutor(start="spawn").run_one(job, {"suite": "tiny"})
+    forked = local.run_one(job, RunContext(suite="tiny"))
+    spawned = LocalExecutor(start="spawn").run_one(job, RunContext(suite="tiny"))
     assert (forked["worker_start"], spawned["worker_start"]) == ("fork", "spawn")
     assert forked["status"] == spawned["status"] == "ok"
     for key in ("train_final_loss", "metric_mse", "param_count", "config_hash"):
@@ -210,7 +211,7 @@ def test_a_killed_zygote_fails_its_job_only_and_the_next_job_gets_a_new_one():
     killer = threading.Thread(target=kill_zygote_once_the_job_runs)
     killer.start()
     rows = []
-    executor.run([long_job(), tiny_jobs(seeds=[0])[0]], {"suite": "tiny"}, rows.append)
+    executor.run([long_job(), tiny_jobs(seeds=[0])[0]], RunContext(suite="tiny"), rows.append)
     killer.join()
     assert [r["status"] for r in rows] == ["error", "ok"]
     assert "fork server" in rows[0]["error"]
@@ -308,7 +309,7 @@ def test_a_driver_killed_with_sigkill_resumes_without_losing_or_duplicating_a_ro
 
 def stored_row(seed: int = 0, status: str = "ok") -> dict:
     job = tiny_jobs(seeds=[seed])[0]
-    row = failed_row(job, {"suite": "tiny", "spec_hash": "a" * 64}, status,
+    row = failed_row(job, RunContext(suite="tiny", spec_hash="a" * 64), status,
                      "" if status == "ok" else "boom", 1.0)
     return row
 
@@ -405,8 +406,8 @@ def test_ray_and_local_executors_give_the_same_rows(ray_cluster, local):
 
     jobs = [tiny_jobs(seeds=[0])[0], broken_job(), long_job(timeout_s=1.5)]
     by_local, by_ray = [], []
-    local.run(jobs, {"suite": "tiny"}, by_local.append)
-    RayExecutor().run(jobs, {"suite": "tiny"}, by_ray.append)
+    local.run(jobs, RunContext(suite="tiny"), by_local.append)
+    RayExecutor().run(jobs, RunContext(suite="tiny"), by_ray.append)
 
     def key(rows):
         return sorted((r["config_hash"], r["seed"], r["status"]) for r in rows)
@@ -461,10 +462,10 @@ def test_a_hung_ray_task_is_cancelled_and_recorded_as_timeout(ray_cluster):
     job = {**tiny_jobs(seeds=[0])[0], "timeout_s": 0.5}
     rows = []
     started = time.monotonic()
-    RayExecutor(grace_s=1.0, task=sleep_forever).run([job], {"suite": "tiny"}, rows.append)
+    RayExecutor(grace_s=1.0, task=sleep_forever).run([job], RunContext(suite="tiny"), rows.append)
     assert time.monotonic() - started < 60
     assert rows[0]["status"] == "timeout" and "Ray task was cancelled" in rows[0]["error"]
-    assert rows[0]["job_id"] == job_id(job)
+    assert rows[0]["job_id"] == job.job_id
 
 
 def test_a_task_killed_by_rays_memory_monitor_is_oom_and_not_retried():
@@ -478,7 +479,7 @@ def test_a_task_killed_by_rays_memory_monitor_is_oom_and_not_retried():
 
     job = tiny_jobs(seeds=[0])[0]
     row = RayExecutor(max_retries=3)._collect(KilledByMonitor(), None, _Attempt(job, 1, 0.0),
-                                              {"suite": "tiny"})
+                                              RunContext(suite="tiny"))
     assert row is not None, "an OOM kill is recorded, not resubmitted"
     assert row["status"] == "oom" and "memory monitor" in row["error"]
     assert "low on memory." in row["error"] and "\n" not in row["error"]

@@ -2,7 +2,7 @@
 
 import math
 
-from seqbench.config.spec import expand, parse_suite
+from seqbench.config import expand, parse_suite
 from seqbench.worker.job import run_job
 
 
@@ -16,7 +16,7 @@ def test_gru_learns_the_adding_problem_well_below_the_constant_baseline():
                   "eval_examples": 2048},
         "measure": {"fwd_budget_s": 0.05, "fwd_max_repeats": 5},
     })
-    row = run_job(expand(suite)[0])
+    row = run_job(expand(suite)[0]).to_dict()
     assert row["status"] == "ok", row["error"]
     assert row["metric_mse"] < 0.01 < row["baseline_mse"] / 10  # 1/6 for the constant 1
     assert row["train_final_loss"] < 0.02
@@ -29,7 +29,7 @@ def test_diverging_training_is_recorded_with_its_step():
         "tasks": [{"name": "adding", "seq_lens": [20]}],
         "train": {"steps": 50, "optimizer": "sgd", "lr": 10.0, "momentum": 0.0, "clip": 0.0},
     })
-    row = run_job(expand(suite)[0])
+    row = run_job(expand(suite)[0]).to_dict()
     assert row["status"] == "diverged"
     assert 0 <= row["diverged_step"] < 50 and "non-finite" in row["error"]
     assert math.isnan(row["metric_mse"])

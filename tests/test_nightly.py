@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqbench.config.spec import expand, load_suite, parse_suite
+from seqbench.config import expand, load_suite, parse_suite
 from seqbench.errors import SpecError
 from seqbench.execution import nightly as nt
 from seqbench.worker.job import base_row, run_job
@@ -39,8 +39,8 @@ class FakeExecutor:
     def run(self, jobs, context, on_row) -> None:
         for job in jobs:
             self.jobs += 1
-            rng = np.random.default_rng([self.seed, job["seed"], len(job["model"]["name"])])
-            step = 0.01 * self.slowdown.get(job["model"]["name"], 1.0)
+            rng = np.random.default_rng([self.seed, job.seed, len(job.model.name)])
+            step = 0.01 * self.slowdown.get(job.model.name, 1.0)
             samples = list(step * rng.lognormal(0.0, 0.05, 30))
             row = base_row(job, context)
             row.update(status="ok", device_name=self.device, wall_s=0.1,

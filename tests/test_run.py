@@ -8,9 +8,11 @@ import sys
 
 import pytest
 import yaml
+from conftest import broken_job
 
-from seqbench.config.spec import expand, parse_suite
+from seqbench.config import expand, parse_suite
 from seqbench.execution.local import LocalExecutor
+from seqbench.recording.rows import RunContext
 from seqbench.recording.schema import REQUIRED
 
 TINY = {
@@ -79,18 +81,17 @@ def test_rerun_skips_recorded_jobs_and_rewrites_nothing(tiny_run):
 
 def test_a_raising_job_becomes_an_error_row_and_the_sweep_goes_on():
     jobs = expand(parse_suite(TINY))
-    broken = json.loads(json.dumps(jobs[0]))
-    broken["model"]["params"] = {"d_model": 8, "n_layers": "two"}  # raises inside the worker
+    broken = broken_job(jobs[0])  # raises inside the worker
     rows = []
-    LocalExecutor().run([broken, jobs[1]], {"suite": "tiny"}, rows.append)
-    assert [r["status"] for r in rows] == ["error", "ok"]
-    assert "n_layers" in rows[0]["error"] and rows[0]["job_id"] != rows[1]["job_id"]
-    assert math.isfinite(rows[0]["wall_s"])
+    LocalExecutor().run([broken, jobs[1]], RunContext(suite="tiny"), rows.append)
+    assert [r.status for r in rows] == ["error", "ok"]
+    assert "n_layers" in rows[0].error and rows[0].job_id != rows[1].job_id
+    assert math.isfinite(rows[0].wall_s)
 
 
 def test_a_job_past_its_timeout_becomes_a_timeout_row():
     job = expand(parse_suite({**TINY, "train": {**TINY["train"], "steps": 100000}}))[0]
-    job["timeout_s"] = 3
+    job = job.with_timeout(3)
     rows = []
-    LocalExecutor().run([job], {}, rows.append)
-    assert rows[0]["status"] == "timeout" and "timeout" in rows[0]["error"]
+    LocalExecutor().run([job], RunContext(), rows.append)
+    assert rows[0].status == "timeout" and "timeout" in rows[0].error

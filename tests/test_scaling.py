@@ -12,22 +12,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import complete_row
 from torch.utils.flop_counter import FlopCounterMode
 
-from seqbench.config.spec import expand, job_id, parse_suite
+from seqbench.config import expand, parse_suite
+from seqbench.config.job import Job
 from seqbench.errors import SpecError
+from seqbench.execution.frontier import FrontierExecutor, StopPolicy
+from seqbench.recording.rows import RunContext
+from seqbench.results.complexity import complexity, fit_loglog
 from seqbench.worker.job import run_job
 from seqbench.worker.models import MODELS, IOSpec, build_model
-from seqbench.worker.scale import (
-    FrontierExecutor,
-    StopPolicy,
-    complexity,
-    curve_key,
-    device_peak,
-    fit_loglog,
-    job_batch,
-    peak_key,
-)
+from seqbench.worker.peaks import device_peak, peak_key
 
 FAST = {"warmup_steps": 1, "max_warmup_steps": 1, "min_repeats": 1, "max_repeats": 1,
         "budget_s": 0.01}
@@ -55,7 +51,7 @@ def test_lengths_double_from_start_to_max_then_streaming_positions():
     suite = scale_suite([{"name": "lstm"}], start_len=256, max_len=2048,
                         stream_positions=[4096, 1024])
     jobs = expand(suite)
-    assert [(j["kind"], j["task"]["seq_len"]) for j in jobs] == [
+    assert [(j.kind, j.task.seq_len) for j in jobs] == [
         ("scale", 256), ("scale", 512), ("scale", 1024), ("scale", 2048),
         ("stream", 1024), ("stream", 4096)]
     assert scale_suite([{"name": "lstm"}], start_len=100, max_len=1000).scale.lengths() == [
@@ -66,16 +62,15 @@ def test_fixed_tokens_keeps_batch_times_length_constant_and_one_curve_per_model(
     suite = scale_suite([{"name": "lstm"}, {"name": "gru"}], start_len=128, max_len=4096,
                         batch_policy="fixed-tokens", tokens_per_batch=4096, stream_positions=[])
     jobs = expand(suite)
-    lstm = [j for j in jobs if j["model"]["name"] == "lstm"]
-    assert [job_batch(j, j["task"]["seq_len"]) * j["task"]["seq_len"] for j in lstm] == \
-        [4096] * 6
-    assert job_batch(lstm[-1], 8192) == 1  # never below one sequence
+    lstm = [j for j in jobs if j.model.name == "lstm"]
+    assert [j.scale.batch(j.task.seq_len) * j.task.seq_len for j in lstm] == [4096] * 6
+    assert lstm[-1].scale.batch(8192) == 1  # never below one sequence
     # the jobs of one model's sweep differ only in length: one curve, one configuration
-    assert len({curve_key(j) for j in lstm}) == 1
-    assert len({curve_key(j) for j in jobs}) == 2
+    assert len({j.curve_key for j in lstm}) == 1
+    assert len({j.curve_key for j in jobs}) == 2
     fixed = expand(scale_suite([{"name": "lstm"}], batch_policy="fixed-batch", batch_size=3,
                                start_len=128, max_len=512, stream_positions=[]))
-    assert [job_batch(j, j["task"]["seq_len"]) for j in fixed] == [3, 3, 3]
+    assert [j.scale.batch(j.task.seq_len) for j in fixed] == [3, 3, 3]
 
 
 def test_scale_suites_refuse_listed_lengths_and_training_only_keys():
@@ -92,7 +87,7 @@ def test_scale_suites_refuse_listed_lengths_and_training_only_keys():
 
 
 def test_shipped_scaling_specs_validate():
-    from seqbench.config.spec import load_suite
+    from seqbench.config import load_suite
 
     for name in ("scale-cpu", "scale-gpu"):
         suite, _ = load_suite(name)
@@ -116,12 +111,11 @@ class FakeExecutor:
 
     def run(self, jobs, context, on_row) -> None:
         for job in jobs:
-            model, L = job["model"]["name"], job["task"]["seq_len"]
+            model, L = job.model.name, job.task.seq_len
             self.ran.append((model, L))
             status, step_s = self.status(model, L)
-            on_row({"job_id": job_id(job), "kind": job["kind"], "model": model, "seq_len": L,
-                    "status": status, "error": "" if status == "ok" else status,
-                    "train_step_s_median": step_s, "job": job})
+            on_row(complete_row(job, status=status, error="" if status == "ok" else status,
+                                train_step_s_median=step_s))
 
 
 def lstm_ooms_from_1024(model: str, L: int) -> tuple[str, float]:
@@ -131,7 +125,8 @@ def lstm_ooms_from_1024(model: str, L: int) -> tuple[str, float]:
 def frontier_run(suite, inner, recorded=None, policy=None):
     rows: list[dict[str, Any]] = []
     FrontierExecutor(inner, policy or StopPolicy.from_suite(suite), recorded).run(
-        [j for j in expand(suite) if j["kind"] == "scale"], {"suite": "t"}, rows.append)
+        [j for j in expand(suite) if j.kind == "scale"], RunContext(suite="t"),
+        lambda r: rows.append(r.to_dict()))
     return rows
 
 
@@ -146,7 +141,7 @@ def test_after_an_oom_longer_lengths_are_skipped_without_a_worker():
     assert [L for m, L in inner.ran if m == "gru"] == [256, 512, 1024, 2048, 4096]
     skipped = next(r for r in rows if r["status"] == "skipped")
     assert "oom at length 1024" in skipped["error"]
-    assert skipped["batch_size"] == 8 and skipped["job_id"] == job_id(skipped["job"])
+    assert skipped["batch_size"] == 8 and skipped["job_id"] == Job.parse(skipped["job"]).job_id
     assert "oom|timeout|slow" in skipped["stop_policy"]
 
 
@@ -211,10 +206,11 @@ def test_an_allocation_past_the_cpu_cap_is_an_oom_row_and_longer_lengths_are_ski
                         start_len=128, max_len=1024, batch_policy="fixed-batch", batch_size=16,
                         mem_cap_gib=cap_gib, forward=False, stream_positions=[])
     jobs = expand(suite)
-    assert all(j["mem_cap_bytes"] == int(cap_gib * 2**30) for j in jobs)
+    assert all(j.mem_cap_bytes == int(cap_gib * 2**30) for j in jobs)
     rows: list[dict[str, Any]] = []
     inner = LocalExecutor(1)
-    FrontierExecutor(inner, StopPolicy.from_suite(suite)).run(jobs, {}, rows.append)
+    FrontierExecutor(inner, StopPolicy.from_suite(suite)).run(
+        jobs, RunContext(), lambda r: rows.append(r.to_dict()))
     statuses = [r["status"] for r in rows]
     first_oom = statuses.index("oom")
     assert statuses[0] == "ok" and 0 < first_oom < len(statuses) - 1, rows
@@ -234,7 +230,7 @@ def test_an_allocation_past_the_cpu_cap_is_an_oom_row_and_longer_lengths_are_ski
 
 def stream_rows(model: dict[str, Any], positions: list[int]) -> list[dict[str, Any]]:
     suite = scale_suite([model], start_len=64, max_len=64, stream_positions=positions)
-    return [run_job(j) for j in expand(suite) if j["kind"] == "stream"]
+    return [run_job(j).to_dict() for j in expand(suite) if j.kind == "stream"]
 
 
 def test_rnn_state_stays_constant_while_the_kv_cache_grows_linearly():
@@ -305,7 +301,7 @@ def test_lstm_and_attention_flop_formulas_by_hand():
 
 def test_device_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQBENCH_CACHE_DIR", str(tmp_path / "fresh"))
-    import seqbench.worker.scale as scaling
+    import seqbench.worker.peaks as scaling
 
     probes = []
     monkeypatch.setattr(scaling, "probe_matmul_flops", lambda d, t: probes.append(t) or 2e11)
@@ -322,7 +318,7 @@ def test_device_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeyp
 
 
 def test_probe_measures_a_real_matmul_rate():
-    from seqbench.worker.scale import probe_matmul_flops
+    from seqbench.worker.peaks import probe_matmul_flops
 
     rate = probe_matmul_flops(torch.device("cpu"), torch.float32, n=256, budget_s=0.05)
     assert 1e8 < rate < 1e14  # FLOP/s, not FLOP/ms or a time
@@ -332,7 +328,7 @@ def test_scale_row_carries_flops_utilisation_and_measurements():
     suite = scale_suite([{"name": "gru", "params": {"d_model": 16}}], start_len=32,
                         max_len=32, batch_policy="fixed-batch", batch_size=4,
                         stream_positions=[])
-    (row,) = [run_job(j) for j in expand(suite)]
+    (row,) = [run_job(j).to_dict() for j in expand(suite)]
     assert row["status"] == "ok", row["error"]
     assert row["batch_size"] == 4 and row["batch_policy"] == "fixed-batch"
     assert row["flops_per_train_step"] == 3 * row["flops_per_fwd"] > 0
@@ -356,7 +352,7 @@ def test_slope_fit_returns_one_and_two_on_linear_and_quadratic_data():
     noisy = fit_loglog(L, 5e-9 * L**2 * np.array([1.05, 0.97, 1.02, 0.99, 1.03]))
     assert noisy.slope == pytest.approx(2.0, abs=0.05) and noisy.r2 > 0.99
     # a fixed part bends the plain fit; the increments between lengths recover the exponent
-    from seqbench.worker.scale import fit_increments
+    from seqbench.results.complexity import fit_increments
 
     with_offset = 5e8 + 2e3 * L**2
     assert fit_loglog(L, with_offset).slope < 1.5
@@ -371,14 +367,14 @@ def test_complexity_fits_each_curve_over_ok_rows_and_names_the_frontier():
                         max_len=4096, batch_policy="fixed-batch", stream_positions=[])
     rows = []
     for job in expand(suite):
-        L, model = job["task"]["seq_len"], job["model"]["name"]
+        L, model = job.task.seq_len, job.model.name
         quadratic = model == "transformer_math"
         status = "oom" if quadratic and L == 2048 else "skipped" if quadratic and L > 2048 \
             else "error" if L == 512 and not quadratic else "ok"
         error = "skipped: the sweep stopped (oom at length 2048)" if status == "skipped" else ""
         rows.append({"kind": "scale", "task": "adding", "model": model, "seq_len": L,
                      "input_len": L, "status": status, "error": error, "batch_size": 8,
-                     "job": job,
+                     "job": job.dump(),
                      "batch_policy": "fixed-batch",
                      "train_step_s_median": 1e-4 * L * (L / 256 if quadratic else 1),
                      "peak_mem_bytes": 1e3 * L * (L if quadratic else 1)})

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from seqbench.cli import main
-from seqbench.config.spec import config_hash, expand, job_id, load_suite, parse_suite
+from seqbench.config import expand, load_suite, parse_suite
 from seqbench.errors import SpecError
 
 GOOD = {
@@ -38,32 +38,32 @@ def with_(path, value, base=GOOD):
 def test_sweep_is_tasks_by_lengths_by_models_by_seeds():
     jobs = expand(parse_suite(GOOD))
     assert len(jobs) == (2 + 1) * 2 * 2
-    assert [(j["task"]["seq_len"], j["model"]["name"], j["seed"]) for j in jobs[:4]] == [
+    assert [(j.task.seq_len, j.model.name, j.seed) for j in jobs[:4]] == [
         (10, "gru", 0), (10, "gru", 1), (10, "transformer", 0), (10, "transformer", 1)]
-    assert len({job_id(j) for j in jobs}) == len(jobs)
+    assert len({j.job_id for j in jobs}) == len(jobs)
 
 
 def test_config_hash_ignores_the_seed_but_not_the_config():
     jobs = expand(parse_suite(GOOD))
-    assert config_hash(jobs[0]) == config_hash(jobs[1])  # seeds 0 and 1
-    assert config_hash(jobs[0]) != config_hash(jobs[2])  # another model
+    assert jobs[0].config_hash == jobs[1].config_hash  # seeds 0 and 1
+    assert jobs[0].config_hash != jobs[2].config_hash  # another model
     changed = expand(parse_suite(with_("train.lr", 1e-3)))
-    assert config_hash(changed[0]) != config_hash(jobs[0])
+    assert changed[0].config_hash != jobs[0].config_hash
 
 
 def test_task_version_enters_the_hash(monkeypatch):
     from seqbench.worker.data.synthetic import Adding
 
-    before = config_hash(expand(parse_suite(GOOD))[0])
+    before = expand(parse_suite(GOOD))[0].config_hash
     monkeypatch.setattr(Adding, "version", Adding.version + 1)
-    assert config_hash(expand(parse_suite(GOOD))[0]) != before
+    assert expand(parse_suite(GOOD))[0].config_hash != before
 
 
 def test_per_task_train_override():
     spec = with_("tasks.1.train", {"steps": 7})
     jobs = expand(parse_suite(spec))
-    assert {j["train"]["steps"] for j in jobs if j["task"]["name"] == "copy"} == {7}
-    assert {j["train"]["steps"] for j in jobs if j["task"]["name"] == "adding"} == {5}
+    assert {j.train.steps for j in jobs if j.task.name == "copy"} == {7}
+    assert {j.train.steps for j in jobs if j.task.name == "adding"} == {5}
 
 
 BAD = [
@@ -81,7 +81,8 @@ BAD = [
     ("tasks", [], "tasks", "at least 1"),
     ("models", [], "models", "at least 1"),
     ("tasks.0.seq_lens", [], "tasks[0].seq_lens", "at least 1"),
-    ("models.0.params", {"d_model": 16, "hidden": 3}, "models.gru.hidden", "allowed keys"),
+    ("models.0.params", {"d_model": 16, "hidden": 3}, "models[0].params.hidden",
+     "unknown parameter of gru; allowed:"),
     ("models.1.params", {"d_model": 20, "n_heads": 4}, "models[1].params.d_model", "multiple of 8"),
     ("tasks.1.train", {"lr": -1}, "tasks[1].train.lr", "greater than 0"),
     ("device", "tpu", "device", "'auto', 'cpu' or 'cuda'"),

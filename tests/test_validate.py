@@ -9,9 +9,9 @@ import math
 import pytest
 
 from seqbench.cli import main
-from seqbench.config.spec import expand, parse_suite
-from seqbench.execution.local import failed_row
-from seqbench.recording.schema import SCHEMA_VERSION
+from seqbench.config import expand, parse_suite
+from seqbench.recording.rows import RunContext, failed_row
+from seqbench.recording.schema import SCHEMA_VERSION, Row
 from seqbench.recording.store import ResultStore, dumps
 from seqbench.recording.validate import check_row, validate_path
 
@@ -29,13 +29,13 @@ def rows() -> list[dict]:
     """Rows as the executor writes them: one ok (with its metrics), two failed."""
     out = []
     for job, status in zip(expand(parse_suite(SPEC)), ("ok", "timeout", "error"), strict=True):
-        row = failed_row(job, {"suite": "tiny", "spec_hash": "b" * 64}, status,
+        row = failed_row(job, RunContext(suite="tiny", spec_hash="b" * 64), status,
                          "" if status == "ok" else f"{status} text", 2.5)
         if status == "ok":
             row.update(primary_metric="mse", metric_mse=0.01, baseline_mse=1 / 6,
                        higher_is_better_mse=False, peak_mem_bytes=10**6,
                        train_step_s_samples=[0.1, 0.2])
-        out.append(row)
+        out.append(row.to_dict())
     return out
 
 
@@ -44,7 +44,7 @@ def results(tmp_path):
     store = ResultStore(tmp_path / "out")
     store.open_for("tiny", "b" * 64, SPEC)
     for row in rows():
-        store.write(row)
+        store.write(Row.from_dict(row))
     store.close()
     return store
 

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def dataset_tasks() -> dict[str, list[str]]:
     """Dataset (manifest) name -> the registered tasks that read it."""
-    from seqbench.worker.data import TASKS
+    from seqbench.catalog import TASKS
 
     out: dict[str, list[str]] = {}
     for entry in TASKS:

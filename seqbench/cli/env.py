@@ -13,10 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from seqbench.config.spec import resolve_device
+    from seqbench.catalog import MODELS
+    from seqbench.config.expand import resolve_device
     from seqbench.recording.provenance import code_provenance
     from seqbench.worker.backends import probe
-    from seqbench.worker.models import MODELS
     from seqbench.worker.provenance import runtime_provenance
 
     device = resolve_device("auto")

@@ -11,9 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from seqbench.config.spec import shipped_specs
-    from seqbench.worker.data import TASKS
-    from seqbench.worker.models import MODELS
+    from seqbench.catalog import MODELS, TASKS
+    from seqbench.config.load import shipped_specs
 
     if args.what in (None, "tasks"):
         print("tasks:")

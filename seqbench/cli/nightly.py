@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
-from typing import Any
 
 from seqbench.cli.compare import check_args as check_compare_args
 from seqbench.cli.run import add_spawn_argument
 from seqbench.errors import SpecError
 from seqbench.execution import nightly as nt
+from seqbench.recording.schema import Row
 from seqbench.results import compare as cmp
 
 
@@ -45,19 +45,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from seqbench.cli.progress import row_line
     from seqbench.cli.run import local_executor
-    from seqbench.config.spec import load_suite
+    from seqbench.config.load import load_suite
+    from seqbench.execution.sweep import require_kind
 
     check_compare_args(args)
     if args.workers < 1:
         raise SpecError("--workers", args.workers, "must be a positive integer")
     suite, path = load_suite(args.spec)
+    require_kind(suite, str(path), "train", "seqbench nightly")
     console = Console()
 
-    def on_row(row: dict[str, Any]) -> None:
-        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/]"
-        console.print(f"  {row['task']} L={row['seq_len']} {row['model']} seed={row['seed']}: "
-                      f"{status} ({row['wall_s']:.1f} s)")
+    def on_row(row: Row) -> None:
+        console.print(row_line(row))
 
     gate = None if args.skip_gate else nt.gate_command(shlex.split(args.gate_args))
     executor = local_executor(args, args.workers)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from seqbench.config.spec import expand, job_id, load_suite, spec_hash
+from seqbench.config.overrides import Overrides
 from seqbench.errors import SpecError
 from seqbench.execution.local import LocalExecutor
-from seqbench.recording.provenance import code_provenance
-from seqbench.recording.store import ResultStore
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,9 +40,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="local datasets (default: $SEQBENCH_DATA_DIR, else "
                         "~/.local/share/seqbench); see `seqbench data check`")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the jobs (marking those already recorded) and exit")
     p.add_argument("--no-report", action="store_true",
                    help="skip the report (figures, tables) written after the sweep")
+    add_override_arguments(p)
+
+
+def add_override_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="set",
+                   help="change one spec setting, validated like the YAML (repeatable), e.g. "
+                        "--set train.steps=50 --set models.lstm.params.d_model=32")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="run only these models of the spec")
+    p.add_argument("--tasks", default=None, metavar="A,B", help="run only these tasks of the spec")
+    p.add_argument("--seeds", default=None, metavar="0,1", help="run these seeds instead")
+
+
+def overrides_of(args: argparse.Namespace) -> Overrides:
+    return Overrides.from_flags(args.set, args.models, args.tasks, args.seeds)
 
 
 def _bounded(kind: type, allowed: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
@@ -107,111 +121,44 @@ def make_executor(args: argparse.Namespace, suite_workers: int = 1):
 
 
 def main(args: argparse.Namespace) -> int:
-    import sys
+    from seqbench.cli.progress import RichProgress, console, print_jobs, print_summary
+    from seqbench.config.load import load_suite
+    from seqbench.execution.sweep import plan, require_kind, run_sweep
 
-    from rich.console import Console
-
-    # a log file or a pipe gets the whole table, not one squeezed to 80 columns
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    out_console = console()
     check_args(args)
     from seqbench.worker.data.paths import use_data_dir
 
     use_data_dir(args.data_dir)  # exported to workers; never part of a config hash
-    suite, path = load_suite(args.spec)
-    if suite.kind != "train":  # the frontier logic (skip past an OOM) lives in `seqbench scale`
-        raise SpecError("kind", suite.kind, f"run it with `seqbench scale {args.spec}`")
-    jobs = expand(suite, str(path))
-    if args.timeout is not None:  # timeout_s stays out of config hashes: same job ids
-        jobs = [{**job, "timeout_s": args.timeout} for job in jobs]
+    overrides = overrides_of(args)
+    suite, path = load_suite(args.spec, overrides)
+    require_kind(suite, str(path), "train", "seqbench run")
     out = Path(args.out) if args.out else Path("results") / suite.name
+    sweep = plan(suite, str(path), out, overrides, retry=args.retry)
+    if args.timeout is not None:  # timeout_s stays out of config hashes: same job ids
+        sweep.jobs = [job.with_timeout(args.timeout) for job in sweep.jobs]
     if args.dry_run:
-        print_jobs(console, jobs, f"{len(jobs)} jobs")
+        print_jobs(out_console, sweep, f"{len(sweep.jobs)} jobs")
         return 0
     executor = make_executor(args, suite.workers)  # before writing: a missing Ray is bad input
-    store = ResultStore(out)
-    s_hash = spec_hash(suite)
-    store.open_for(suite.name, s_hash, suite.model_dump(mode="json"))
+    progress = RichProgress(out_console, header=f"seqbench ({executor.name} executor)")
     try:
-        finished = store.finished()
-        todo = [j for j in jobs if job_id(j) not in finished
-                or (args.retry and finished[job_id(j)] != "ok")]
-        context: dict[str, Any] = {"suite": suite.name, "spec_hash": s_hash,
-                                   **code_provenance()}
-        console.print(f"seqbench: suite [bold]{suite.name}[/] ({path}), {len(jobs)} jobs, "
-                      f"{len(jobs) - len(todo)} already recorded, {len(todo)} to run -> {out}"
-                      f" ({executor.name} executor)")
-        started = time.perf_counter()
-        if todo:
-            run_with_progress(executor, todo, context, store, console)
-        console.print(f"done in {time.perf_counter() - started:.0f} s")
-    finally:
-        store.close()
-    print_summary(store, console)
+        run_sweep(sweep, executor, progress)
+    except KeyboardInterrupt:
+        recorded = len(sweep.recorded) + len(sweep.written)
+        print(f"seqbench: interrupted; {recorded} of {len(sweep.jobs)} jobs recorded in {out} "
+              "(running ones as interrupted); rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    print_summary(out, out_console)
     if not args.no_report:
-        write_report(out, console)
-    console.print(f"results: {out / 'results.jsonl'} (one file per job in {out / 'jobs'})")
+        write_report(out, out_console)
+    out_console.print(f"results: {out / 'results.jsonl'} (one file per job in {out / 'jobs'})")
     return 0
 
 
-def print_jobs(console, jobs: list[dict[str, Any]], footer: str) -> None:
-    """One line per job (``--dry-run``), then ``footer``."""
-    for job in jobs:
-        kind = "" if job["kind"] == "train" else f"{job['kind']} "
-        console.print(f"{job_id(job)}  {kind}{job['task']['name']} L={job['task']['seq_len']} "
-                      f"{job['model']['name']} seed={job['seed']}")
-    console.print(footer)
+def write_report(out: Path, console: Any) -> None:
+    from seqbench.results.report import write_report as _write
 
-
-def run_with_progress(executor, jobs: list[dict[str, Any]], context: dict[str, Any],
-                      store: ResultStore, console) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("jobs", total=len(jobs))
-
-        def on_row(row: dict[str, Any]) -> None:
-            store.write(row)
-            progress.advance(bar)
-            status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/]"
-            progress.console.print(f"  {row['task']} L={row['seq_len']} {row['model']} "
-                                   f"seed={row['seed']}: {status} ({row['wall_s']:.1f} s)")
-
-        executor.run(jobs, context, on_row)
-
-
-def print_summary(store: ResultStore, console) -> None:
-    """Model x length: primary metric (mean ± CI over seeds), tokens/s, peak memory, status."""
-    from rich.table import Table
-
-    from seqbench.results import load, summary_table
-
-    if not store.jsonl.exists():
-        return
-    table = summary_table(load(store.root, warn=False))
-    if table.empty:
-        return
-    rich_table = Table(title=f"summary ({store.root})")
-    for column in table.columns:
-        rich_table.add_column(str(column))
-    for _, r in table.iterrows():
-        rich_table.add_row(*(str(v) for v in r))
-    console.print(rich_table)
-
-
-def write_report(out: Path, console) -> None:
-    try:
-        from seqbench.results.report import write_report as _write
-    except ImportError:
-        return
     report_dir = _write(out, out / "report")
     console.print(f"report: {report_dir}")
-

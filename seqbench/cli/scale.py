@@ -13,121 +13,117 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 from seqbench.cli.run import add_spawn_argument
-from seqbench.config.spec import expand, job_id, load_suite, resolve_device, spec_hash
+from seqbench.config.expand import resolve_device, spec_hash
+from seqbench.config.spec import Suite
 from seqbench.errors import SpecError
+from seqbench.recording.schema import Row
 
 DEFAULT_SCALE_SPEC = "scale-cpu"
 COMPLEXITY_FILE = "complexity.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seqbench.cli.run import add_override_arguments
+
     p.add_argument("spec", nargs="?", default=DEFAULT_SCALE_SPEC,
                    help=f"a kind: scale spec file or shipped name (default: {DEFAULT_SCALE_SPEC})")
     p.add_argument("-o", "--out", default=None,
                    help="results directory (default: results/<suite name>)")
     p.add_argument("--retry", action="store_true",
                    help="rerun jobs whose recorded status is not ok")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the jobs (marking those already recorded) and exit")
     p.add_argument("--fit-only", action="store_true",
                    help="run nothing: refit the stored rows and print the tables")
     p.add_argument("--probe", action="store_true",
                    help="measure the device's matmul/copy peak again (keeps the best seen)")
     add_spawn_argument(p)
+    add_override_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from seqbench.cli.progress import RichProgress, console, print_jobs
+    from seqbench.cli.run import local_executor, overrides_of
+    from seqbench.config.load import load_suite
+    from seqbench.execution.sweep import plan, require_kind, run_sweep
+    from seqbench.recording.store import write_json_atomic
+    from seqbench.results.complexity import complexity, measurement_overhead
 
-    console = Console()
-    if not console.is_terminal:  # a log file: wide enough for the tables
-        console = Console(width=150)
-    suite, path = load_suite(args.spec)
-    if suite.kind != "scale":
-        raise SpecError("spec", str(path), f"is kind: {suite.kind}; seqbench scale runs kind: "
-                        "scale suites (use seqbench run)")
-    jobs = expand(suite, str(path))
+    out_console = console(150)
+    overrides = overrides_of(args)
+    suite, path = load_suite(args.spec, overrides)
+    require_kind(suite, str(path), "scale", "seqbench scale")
     out = Path(args.out) if args.out else Path("results") / suite.name
+    sweep = plan(suite, str(path), out, overrides, retry=args.retry)
     if args.dry_run:
-        from seqbench.cli.run import print_jobs
-
-        print_jobs(console, jobs,
-                   f"{len(jobs)} jobs (longer lengths past a model's frontier will be skipped)")
+        print_jobs(out_console, sweep, f"{len(sweep.jobs)} jobs (longer lengths past a model's "
+                                       "frontier will be skipped)")
         return 0
-    from seqbench.recording.store import ResultStore, write_json_atomic
+    if args.fit_only:
+        if not out.is_dir():
+            raise SpecError("--out", str(out), "holds no results to fit")
+    else:
+        from seqbench.execution.frontier import StopPolicy
 
-    store = ResultStore(out)
-    s_hash = spec_hash(suite)
-    store.open_for(suite.name, s_hash, suite.model_dump(mode="json"))
-    if not args.fit_only:
-        run_sweep(suite, path, jobs, store, s_hash, args, console)
-    ids = {job_id(j) for j in jobs}
-    rows = [r for r in store.rows() if r.get("job_id") in ids]
-    from seqbench.worker.scale import complexity
-
+        out_console.print(f"  stop policy: {StopPolicy.from_suite(suite).describe()}")
+        probe_peaks(suite, refresh=args.probe, console=out_console)
+        try:
+            run_sweep(sweep, local_executor(args, 1),
+                      RichProgress(out_console, header="seqbench scale", describe=describe_row))
+        except KeyboardInterrupt:
+            print(f"seqbench: interrupted; finished jobs are kept in {out}; rerun the same "
+                  "command to resume", file=sys.stderr)
+            return 130
+    rows = sweep.rows()
     curves = complexity(rows)
     overhead = measurement_overhead(rows)
     write_json_atomic(out / COMPLEXITY_FILE, {
-        "suite": suite.name, "spec_hash": s_hash,
+        "suite": suite.name, "spec_hash": spec_hash(suite),
         "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "measurement_overhead": overhead, "curves": curves})
-    print_tables(curves, rows, overhead, console)
-    console.print(f"results: {out / 'results.jsonl'}; fits: {out / COMPLEXITY_FILE}")
+    print_tables(curves, rows, overhead, out_console)
+    out_console.print(f"results: {out / 'results.jsonl'}; fits: {out / COMPLEXITY_FILE}")
     return 0
 
 
-def run_sweep(suite, path: Path, jobs: list[dict[str, Any]], store, s_hash: str,
-              args: argparse.Namespace, console) -> None:
-    from seqbench.cli.run import local_executor
-    from seqbench.recording.provenance import code_provenance
-    from seqbench.worker.scale import FrontierExecutor, StopPolicy
-
-    recorded = {r["job_id"]: r for r in store.rows()
-                if not (args.retry and r.get("status") != "ok")}
-    todo = sum(1 for j in jobs if recorded.get(job_id(j), {}).get("status") in (None, "skipped"))
-    policy = StopPolicy.from_suite(suite)
-    console.print(f"seqbench scale: suite [bold]{suite.name}[/] ({path}), {len(jobs)} jobs, "
-                  f"{len(jobs) - todo} already recorded -> {store.root}\n  stop policy: "
-                  f"{policy.describe()}")
-    probe_peaks(suite, jobs, refresh=args.probe, console=console)
-    context: dict[str, Any] = {"suite": suite.name, "spec_hash": s_hash, **code_provenance()}
-    started = time.perf_counter()
-
-    def on_row(row: dict[str, Any]) -> None:
-        store.write(row)
-        console.print(describe_row(row))
-
-    FrontierExecutor(local_executor(args, 1), policy, recorded).run(jobs, context, on_row)
-    console.print(f"done in {time.perf_counter() - started:.0f} s")
+PROBE = r"""
+import json, sys, torch
+from seqbench.worker.peaks import device_peak
+device, dtype, threads, refresh = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+if threads:
+    torch.set_num_threads(threads)
+peak = device_peak(torch.device(device), getattr(torch, dtype), refresh=refresh)
+print(json.dumps({**peak, "threads": torch.get_num_threads()}))
+"""
 
 
-def probe_peaks(suite, jobs: list[dict[str, Any]], refresh: bool, console) -> None:
-    """Measure the device peaks once, here, before any job: the workers then read the cache
-    (a probe inside a job would count against its memory cap and its wall time)."""
-    import torch
+def probe_peaks(suite: Suite, refresh: bool, console: Any) -> None:
+    """Measure the device peaks once, before any job, in a worker process of their own (the
+    driver imports no torch; a probe inside a job would count against its memory cap and its
+    wall time). The workers then read the cache."""
+    import json
+    import subprocess
 
-    from seqbench.worker.scale import compute_dtype, device_peak
-
-    device = torch.device(resolve_device(suite.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
+    device = resolve_device(suite.device)
+    dtype = "bfloat16" if suite.dtype == "bfloat16" or (
+        device == "cuda" and suite.train.autocast != "off") else "float32"
+    command = [sys.executable, "-c", PROBE, device, dtype, str(suite.measure.threads or 0),
+               "1" if refresh else "0"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        console.print(f"  device peak: probe failed ({last}); utilisation will be missing")
         return
-    threads = suite.measure.threads
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        for dtype in {compute_dtype(j, device) for j in jobs}:
-            peak = device_peak(device, dtype, refresh=refresh)
-            console.print(f"  device peak ({device.type}, {dtype}, {torch.get_num_threads()} "
-                          f"threads): {peak['peak_flops_per_s'] / 1e9:.0f} GFLOP/s matmul, "
-                          f"{peak['peak_bytes_per_s'] / 1e9:.1f} GB/s copy "
-                          f"(measured {peak['measured_at']})")
-    finally:
-        torch.set_num_threads(before)
+    peak = json.loads(done.stdout.strip().splitlines()[-1])
+    console.print(f"  device peak ({device}, {dtype}, {peak['threads']} threads): "
+                  f"{peak['peak_flops_per_s'] / 1e9:.0f} GFLOP/s matmul, "
+                  f"{peak['peak_bytes_per_s'] / 1e9:.1f} GB/s copy "
+                  f"(measured {peak['measured_at']})")
 
 
 def _fmt(value: Any, spec: str = ".3g", scale: float = 1.0) -> str:
@@ -136,48 +132,24 @@ def _fmt(value: Any, spec: str = ".3g", scale: float = 1.0) -> str:
     return format(value * scale, spec)
 
 
-def describe_row(row: dict[str, Any]) -> str:
-    head = (f"  {row['kind']} {row['task']} L={row['seq_len']} {row['model']} "
-            f"B={row.get('batch_size', '?')}: ")
-    status = row["status"]
-    if status != "ok":
-        return head + f"[red]{status}[/] {row.get('error', '')[:160]}"
-    if row["kind"] == "stream":
-        return head + (f"ok step {_fmt(row.get('stream_step_s_median'), '.3g', 1e3)} ms, "
-                       f"state {_fmt(row.get('state_bytes'), '.0f', 2**-10)} KiB, prefill "
-                       f"{_fmt(row.get('prefill_s'))} s "
-                       f"({_fmt(row.get('worker_wall_s'), '.1f')} s)")
-    return head + (f"ok train {_fmt(row.get('train_step_s_median'))} s/step, fwd "
-                   f"{_fmt(row.get('fwd_step_s_median'))} s, peak "
-                   f"{_fmt(row.get('peak_mem_bytes'), '.0f', 2**-20)} MiB, util "
-                   f"{_fmt(row.get('flops_utilization'), '.1%')} "
-                   f"({_fmt(row.get('worker_wall_s'), '.1f')} s)")
+def describe_row(row: Row) -> str:
+    """One finished scale or stream job with its measurements."""
+    from seqbench.cli.progress import row_line
 
-
-def measurement_overhead(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """How much of a job's time is the measured region: timed seconds over the worker's
-    in-process wall time (model build, data, probes) and over the whole worker process as the
-    driver saw it (interpreter start and imports included)."""
-    ran = [r for r in rows if r.get("status") == "ok" and r.get("timed_s")
-           and r.get("worker_wall_s")]
-    if not ran:
-        return {}
-    timed = sum(r["timed_s"] for r in ran)
-    return {
-        "jobs": len(ran),
-        "timed_s": timed,
-        "worker_run_s": sum(r["wall_s"] for r in ran),
-        "worker_process_s": sum(r["worker_wall_s"] for r in ran),
-        "timed_fraction_of_run": timed / sum(r["wall_s"] for r in ran),
-        "timed_fraction_of_process": timed / sum(r["worker_wall_s"] for r in ran),
-        "median_process_overhead_s": _median([r["worker_wall_s"] - r["timed_s"] for r in ran]),
-    }
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    n = len(values)
-    return (values[n // 2] + values[(n - 1) // 2]) / 2 if n else math.nan
+    r = row.to_dict()
+    if row.status != "ok":
+        return row_line(row)
+    head = f"  {row.kind} {row.task} L={row.seq_len} {row.model} B={row.batch_size}: "
+    if row.kind == "stream":
+        return head + (f"ok step {_fmt(r.get('stream_step_s_median'), '.3g', 1e3)} ms, "
+                       f"state {_fmt(r.get('state_bytes'), '.0f', 2**-10)} KiB, prefill "
+                       f"{_fmt(r.get('prefill_s'))} s "
+                       f"({_fmt(r.get('worker_wall_s'), '.1f')} s)")
+    return head + (f"ok train {_fmt(r.get('train_step_s_median'))} s/step, fwd "
+                   f"{_fmt(r.get('fwd_step_s_median'))} s, peak "
+                   f"{_fmt(r.get('peak_mem_bytes'), '.0f', 2**-20)} MiB, util "
+                   f"{_fmt(r.get('flops_utilization'), '.1%')} "
+                   f"({_fmt(r.get('worker_wall_s'), '.1f')} s)")
 
 
 def print_tables(curves: list[dict[str, Any]], rows: list[dict[str, Any]],

@@ -13,7 +13,7 @@ row as ``worker_start``):
 Either way the worker's parent waits for it with ``os.wait4`` to get its exit status and peak
 RSS, and the job's timeout is enforced. A worker that wrote no row still yields one:
 
-* ``timeout`` when it ran past ``job["timeout_s"]`` (its whole process group is killed);
+* ``timeout`` when it ran past ``job.timeout_s`` (its whole process group is killed);
 * ``oom`` when it was killed by SIGKILL while the kernel's OOM killer fired (``oom_kill`` in
   ``/proc/vmstat`` grew) or with its peak RSS at the job's memory cap;
 * ``error`` naming the signal (``signal`` field) or exit code otherwise, with its stderr tail.
@@ -21,7 +21,7 @@ RSS, and the job's timeout is enforced. A worker that wrote no row still yields 
 On CPU the row's ``peak_mem_bytes`` is the worker's peak RSS minus that of an idle worker started
 the same way with the same imports. (A forked child's peak starts at the zygote's resident size;
 a spawned one's includes the imports' transient peak, which hides ~75-120 MiB of a small job.)
-A job may carry a memory cap (``mem_cap_bytes``, top level or in ``measure``): the worker starts
+A job may carry a memory cap (``mem_cap_bytes``, scale and stream jobs): the worker starts
 with ``RLIMIT_DATA`` at the cap, so torch's allocator fails with an error the runner records as
 ``oom`` instead of the kernel killing the machine's other processes.
 
@@ -38,6 +38,7 @@ import os
 import queue
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,39 +49,21 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from seqbench.worker.measure import CPU_MEM_METHOD
-
-OnRow = Callable[[dict[str, Any]], None]
+from seqbench.config.job import Job
+from seqbench.execution.base import Interrupted, OnRow, interrupted_text
+from seqbench.recording.rows import CPU_MEM_METHOD, RunContext, failed_row
+from seqbench.recording.schema import Row, Status
 
 WORKER_STARTS = ("fork", "spawn")
 OOM_RSS_FRACTION = 0.9  # a SIGKILLed worker whose peak RSS reached this share of its cap: oom
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-class Executor(Protocol):
-    name: str
-
-    def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
-        """Run every job and call ``on_row(row)`` once per job, in the driver's thread, as soon
-        as that job is finished (so a driver killed mid-sweep has recorded every finished job)."""
+TMP_PREFIX = "seqbench-job-"  # + the driver's pid: stale folders of dead drivers are removed
 
 
 def worker_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "seqbench.worker", *args]
-
-
-def job_timeout(job: dict[str, Any]) -> float | None:
-    """The job's timeout in seconds (None or 0: no limit)."""
-    timeout = job.get("timeout_s")
-    return float(timeout) if timeout else None
-
-
-def job_mem_cap(job: dict[str, Any]) -> int:
-    """The job's per-worker memory cap in bytes (0: none)."""
-    cap = job.get("mem_cap_bytes") or (job.get("measure") or {}).get("mem_cap_bytes") or 0
-    return int(cap)
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -168,15 +151,15 @@ def describe_exit(status: int, stderr_tail: str) -> str:
     return f"{text}: {stderr_tail}" if stderr_tail else text
 
 
-def classify_exit(job: dict[str, Any], status: int, timed_out: bool, peak_rss: int,
-                  host_oom: bool, stderr_tail: str) -> tuple[str, str, int | None]:
+def classify_exit(job: Job, status: int, timed_out: bool, peak_rss: int,
+                  host_oom: bool, stderr_tail: str) -> tuple[Status, str, int | None]:
     """(row status, error text, signal) for a worker that wrote no row."""
     if timed_out:
-        return "timeout", f"job exceeded its timeout of {job_timeout(job):g} s", None
+        return "timeout", f"job exceeded its timeout of {job.timeout_s:g} s", None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     text = describe_exit(status, stderr_tail)
     if sig == signal.SIGKILL:
-        cap = job_mem_cap(job)
+        cap = job.cap_bytes
         mib = peak_rss / 2**20
         if host_oom:
             return "oom", f"{text} (the kernel's OOM killer fired; peak RSS {mib:.0f} MiB)", sig
@@ -299,8 +282,10 @@ class LocalExecutor:
         self._baseline_rss: int | None = None
         self._lock = threading.Lock()
         self._live: set[int] = set()  # process groups of running workers
+        self._stopping = threading.Event()  # the driver was interrupted: kill, don't classify
         self._idle: queue.SimpleQueue[Zygote] = queue.SimpleQueue()
         weakref.finalize(self, _close_zygotes, self._idle)
+        remove_stale_job_folders()
 
     def _zygote(self) -> Zygote:
         try:
@@ -323,22 +308,27 @@ class LocalExecutor:
             return self._baseline_rss
 
     def _spawn(self, in_path: Path, out_path: Path, err_path: Path,
-               job: dict[str, Any]) -> tuple[int, int, bool, int]:
+               job: Job) -> tuple[int, int, bool, int]:
         baseline = self.baseline_rss()
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(worker_command(str(in_path), str(out_path)),
                                     stdout=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True,
-                                    preexec_fn=child_setup(job_mem_cap(job)))
+                                    preexec_fn=child_setup(job.cap_bytes))
             self._live.add(proc.pid)
             try:
-                status, peak_rss, timed_out = wait_with_timeout(proc, job_timeout(job))
+                status, peak_rss, timed_out = wait_with_timeout(proc, job.timeout)
+            except BaseException:  # Ctrl-C: the worker goes with the driver
+                kill_group(proc.pid)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, 0)
+                raise
             finally:
                 self._live.discard(proc.pid)
         return status, peak_rss, timed_out, baseline
 
     def _fork(self, in_path: Path, out_path: Path, err_path: Path,
-              job: dict[str, Any]) -> tuple[int, int, bool, int]:
+              job: Job) -> tuple[int, int, bool, int]:
         zygote = self._zygote()
         pids: list[int] = []
 
@@ -347,9 +337,9 @@ class LocalExecutor:
             self._live.add(pid)
 
         request = {"in": str(in_path), "out": str(out_path), "err": str(err_path),
-                   "cap": job_mem_cap(job)}
+                   "cap": job.cap_bytes}
         try:
-            status, peak_rss, timed_out = zygote.run(request, job_timeout(job), started)
+            status, peak_rss, timed_out = zygote.run(request, job.timeout, started)
         except BaseException:  # Ctrl-C, or the zygote died: stop the job, drop the zygote
             for pid in pids:
                 kill_group(pid)
@@ -361,13 +351,14 @@ class LocalExecutor:
         self._idle.put(zygote)
         return status, peak_rss, timed_out, zygote.baseline_rss
 
-    def run_one(self, job: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-        """Run ``job`` in a fresh worker process and return its row (never raises for a job)."""
-        cap = job_mem_cap(job)
-        with tempfile.TemporaryDirectory(prefix="seqbench-job-") as tmp:
+    def run_one(self, job: Job, context: RunContext) -> Row:
+        """Run ``job`` in a fresh worker process and return its row (never raises for a job;
+        an interruption of the driver propagates after the worker is gone)."""
+        with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
             tmpdir = Path(tmp)
             in_path, out_path, err_path = tmpdir / "in.json", tmpdir / "out.json", tmpdir / "err"
-            in_path.write_text(json.dumps({"job": job, "context": context}), encoding="utf-8")
+            in_path.write_text(json.dumps({"job": job.dump(), "context": context.dump()}),
+                               encoding="utf-8")
             self.baseline_rss()  # the idle probe (spawn) or a zygote (fork) starts untimed
             oom_before = host_oom_kills()
             started = time.perf_counter()
@@ -378,32 +369,31 @@ class LocalExecutor:
             except ZygoteDied as e:
                 wall = time.perf_counter() - started
                 row = failed_row(job, context, "error", f"worker's {e}", wall)
-                row["worker_start"] = start
-                return row
+                return row.update(worker_start=start)
             wall = time.perf_counter() - started
             row = None
             if out_path.exists() and not timed_out:
                 try:
-                    row = json.loads(out_path.read_text(encoding="utf-8"))
+                    row = Row.from_dict(json.loads(out_path.read_text(encoding="utf-8")))
                 except ValueError:
                     row = None  # cannot happen with atomic writes; treat as no row
-            if row is None:
+            if row is None and self._stopping.is_set():
+                row = failed_row(job, context, "interrupted", interrupted_text(Interrupted()),
+                                 wall)
+            elif row is None:
                 oom_after = host_oom_kills()
                 host_oom = None not in (oom_before, oom_after) and oom_after > oom_before
                 state, error, sig = classify_exit(job, status, timed_out, peak_rss, host_oom,
                                                   _tail(err_path))
                 row = failed_row(job, context, state, error, wall, sig)
-        row["worker_start"] = start
-        row["peak_rss_bytes"] = peak_rss
-        if cap:
-            row.setdefault("mem_cap_bytes", cap)
-        if row.get("mem_method") == CPU_MEM_METHOD:
-            row["baseline_rss_bytes"] = baseline
-            row["peak_mem_bytes"] = max(0, peak_rss - baseline)
+        row.update(worker_start=start, peak_rss_bytes=peak_rss)
+        if row.mem_method == CPU_MEM_METHOD:
+            row.update(baseline_rss_bytes=baseline, peak_mem_bytes=max(0, peak_rss - baseline))
         return row
 
     def kill_all(self) -> None:
         """Kill every running worker (the driver is stopping)."""
+        self._stopping.set()
         for pid in list(self._live):
             kill_group(pid)
 
@@ -411,39 +401,51 @@ class LocalExecutor:
         """Stop the idle zygotes (they also die with this process)."""
         _close_zygotes(self._idle)
 
-    def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
+    def run(self, jobs: Iterable[Job], context: RunContext, on_row: OnRow) -> None:
         jobs = list(jobs)
-        try:
-            if self.workers == 1:
-                for job in jobs:
-                    on_row(self.run_one(job, context))
-                return
-            self.baseline_rss()
-            with ThreadPoolExecutor(self.workers) as pool:
-                futures = [pool.submit(self.run_one, job, context) for job in jobs]
+        self._stopping.clear()
+        if self.workers == 1:
+            for job in jobs:
                 try:
-                    for future in as_completed(futures):  # record each row as soon as it exists
-                        on_row(future.result())
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
+                    row = self.run_one(job, context)
+                except KeyboardInterrupt as exc:  # the worker is already gone
+                    on_row(failed_row(job, context, "interrupted", interrupted_text(exc), 0.0))
                     raise
-        except BaseException:  # Ctrl-C or a failing on_row: leave no worker behind
-            self.kill_all()
-            raise
+                on_row(row)
+            return
+        self.baseline_rss()
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = [pool.submit(self.run_one, job, context) for job in jobs]
+            recorded: set[int] = set()
+            try:
+                for future in as_completed(futures):  # record each row as soon as it exists
+                    recorded.add(id(future))
+                    on_row(future.result())
+            except BaseException:  # Ctrl-C or a failing on_row: stop every running job now
+                for future in futures:
+                    future.cancel()
+                self.kill_all()
+                # the killed jobs return at once, as `interrupted` rows; keep every row
+                for future in futures:
+                    if not future.cancelled() and id(future) not in recorded:
+                        with contextlib.suppress(Exception):
+                            on_row(future.result(timeout=60))
+                raise
 
 
-def failed_row(job: dict[str, Any], context: dict[str, Any], status: str, error: str,
-               wall_s: float, signal_number: int | None = None) -> dict[str, Any]:
-    """The row of a job whose worker wrote none: it timed out, crashed or was killed."""
-    from seqbench.worker.job import base_row
-    from seqbench.worker.provenance import runtime_provenance
-
-    row = base_row(job, context)
-    row.update(runtime_provenance(job.get("device", "cpu")))
-    row.update(status=status, error=error, wall_s=wall_s)
-    if signal_number is not None:
-        row["signal"] = signal_number
-    if job.get("device", "cpu") == "cpu":
-        row["mem_method"] = CPU_MEM_METHOD
-    return row
+def remove_stale_job_folders() -> None:
+    """Remove the temporary job folders of drivers that died without cleaning up (kill -9):
+    ``seqbench-job-<pid>-*`` whose pid is no longer alive; only our own folder names."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{TMP_PREFIX}*-*"):
+        pid_text = folder.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # its driver is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # someone else's live process
+        shutil.rmtree(folder, ignore_errors=True)

@@ -81,10 +81,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqbench.config.spec import Suite, expand, resolve_device, spec_hash
+from seqbench.config.expand import resolve_device, spec_hash
+from seqbench.config.spec import Suite
 from seqbench.errors import SpecError
-from seqbench.recording.provenance import SOURCE_ROOT, code_provenance
-from seqbench.recording.store import ResultStore, dumps, write_text_atomic
+from seqbench.execution.sweep import plan, run_sweep
+from seqbench.recording.provenance import SOURCE_ROOT, code_provenance, host_provenance
+from seqbench.recording.reader import read_dir
+from seqbench.recording.schema import Row
+from seqbench.recording.store import dumps, write_text_atomic
 
 DEFAULT_SPEC = "nightly"
 DEFAULT_HISTORY = Path("results") / "nightly"
@@ -226,20 +230,11 @@ def device_of(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_suite(suite: Suite, source: str, out: Path, executor: Any,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Every job of ``suite`` into the results directory ``out``; the stored rows."""
-    store = ResultStore(out)
-    s_hash = spec_hash(suite)
-    store.open_for(suite.name, s_hash, suite.model_dump(mode="json"))
-    context = {"suite": suite.name, "spec_hash": s_hash, **code_provenance()}
-
-    def write(row: dict[str, Any]) -> None:
-        store.write(row)
-        if on_row:
-            on_row(row)
-
-    executor.run(expand(suite, source), context, write)
-    return store.rows()
+              on_row: Callable[[Row], None] | None = None) -> list[dict[str, Any]]:
+    """Every job of ``suite`` into the results directory ``out`` (the one sweep driver);
+    the stored rows of its jobs."""
+    sweep = run_sweep(plan(suite, source, out), executor, on_row=on_row)
+    return sweep.rows()
 
 
 def asv_commands(python: str, sha: str) -> list[list[str]]:
@@ -277,7 +272,7 @@ class Night:
 def nightly(suite: Suite, source: str, history: Path, *, executor: Any,
             gate: Sequence[str] | None = None, report: bool = True, asv: bool = False,
             compare_options: dict[str, float] | None = None, say: Say = print,
-            on_row: Callable[[dict[str, Any]], None] | None = None) -> Night:
+            on_row: Callable[[Row], None] | None = None) -> Night:
     """One night (see the module docstring). ``gate=None`` skips the test gate."""
     with locked(history):
         started = dt.datetime.now(dt.timezone.utc)
@@ -326,7 +321,7 @@ def write_night_report(night: Night, results: Path, history: Path, device: str) 
 def _night(night: Night, suite: Suite, source: str, history: Path, executor: Any,
            gate: Sequence[str] | None, report: bool, asv: bool,
            compare_options: dict[str, float], say: Say,
-           on_row: Callable[[dict[str, Any]], None] | None) -> None:
+           on_row: Callable[[Row], None] | None) -> None:
     from seqbench.results import compare as cmp
 
     entry, run_dir, rel = night.entry, night.run_dir, night.entry["run_dir"]
@@ -340,10 +335,8 @@ def _night(night: Night, suite: Suite, source: str, history: Path, executor: Any
                      gate_summary=result.summary, gate_log=f"{rel}/gate.log")
         say(f"gate: {result.status} in {result.seconds:.0f} s ({result.summary})")
         if result.status != "passed":
-            from seqbench.worker.provenance import device_name
-
             entry.update(status="gate-failed",
-                         device_name=device_name(resolve_device(suite.device)))
+                         device_name=host_provenance(resolve_device(suite.device))["device_name"])
             night.exit_code = EXIT_RED_GATE
             say(f"nothing published; log: {run_dir / 'gate.log'}")
             return
@@ -362,7 +355,7 @@ def _night(night: Night, suite: Suite, source: str, history: Path, executor: Any
         entry.update(baseline="", regressions=0, improvements=0)
     else:
         base = history / previous["results"]
-        comparison = cmp.compare(ResultStore(base).rows(), rows, **compare_options)
+        comparison = cmp.compare(read_dir(base).rows(), rows, **compare_options)
         night.comparison = comparison
         (run_dir / "compare.md").write_text(cmp.to_markdown(comparison, str(base), str(results)),
                                             encoding="utf-8")

@@ -36,8 +36,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from seqbench.config.job import Job
 from seqbench.errors import SpecError
-from seqbench.execution.local import OnRow, failed_row, job_mem_cap, job_timeout
+from seqbench.execution.base import OnRow, interrupted_text
+from seqbench.recording.rows import RunContext, failed_row
+from seqbench.recording.schema import Row
 
 Task = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
@@ -58,13 +61,14 @@ _LOCAL = None  # one LocalExecutor per Ray worker process: the idle baseline is 
 
 
 def run_in_fresh_worker(job: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """The default task body: the local executor's ``run_one`` (a fresh worker process)."""
+    """The default task body: the local executor's ``run_one`` (a fresh worker process). Jobs,
+    contexts and rows cross to and from Ray as their JSON data."""
     global _LOCAL
     if _LOCAL is None:
         from seqbench.execution.local import LocalExecutor
 
         _LOCAL = LocalExecutor(1)
-    return _LOCAL.run_one(job, context)
+    return _LOCAL.run_one(Job.parse(job), RunContext(**context)).to_dict()
 
 
 def _task_entry(task: Task, job: dict[str, Any], context: dict[str, Any],
@@ -74,27 +78,25 @@ def _task_entry(task: Task, job: dict[str, Any], context: dict[str, Any],
     return task(job, context)
 
 
-def resources(job: dict[str, Any]) -> dict[str, Any]:
+def resources(job: Job) -> dict[str, Any]:
     """Ray task options for one job: its GPU or CPUs, and its memory cap."""
-    threads = (job.get("measure") or {}).get("threads") or 1
-    opts: dict[str, Any] = {"num_cpus": threads}
-    if str(job.get("device", "cpu")).startswith("cuda"):
+    opts: dict[str, Any] = {"num_cpus": job.measure.threads or 1}
+    if job.device.startswith("cuda"):
         opts["num_gpus"] = 1
-    cap = job_mem_cap(job)
-    if cap:
-        opts["memory"] = cap
+    if job.cap_bytes:
+        opts["memory"] = job.cap_bytes
     return opts
 
 
 @dataclass
 class _Attempt:
-    job: dict[str, Any]
+    job: Job
     number: int  # 1 for the first submission
     submitted: float  # time.monotonic()
     cancelled: bool = False
 
     def overdue(self, now: float, grace_s: float) -> bool:
-        timeout = job_timeout(self.job)
+        timeout = self.job.timeout
         return timeout is not None and now > self.submitted + timeout + grace_s
 
 
@@ -147,7 +149,7 @@ class RayExecutor:
         self._owned = True
         return ray
 
-    def slots(self, ray, job: dict[str, Any]) -> int:
+    def slots(self, ray: Any, job: Job) -> int:
         """Tasks in flight at once: ``workers``, or what the cluster holds of the job's needs."""
         total = ray.cluster_resources()
         need = resources(job)
@@ -157,12 +159,12 @@ class RayExecutor:
             listed = ", ".join(f"{k}={v:g}" for k, v in sorted(total.items())
                                if not k.startswith("node:"))
             raise SpecError("device" if key == "GPU" else "measure.threads",
-                            job.get("device") if key == "GPU" else amount,
+                            job.device if key == "GPU" else amount,
                             f"the Ray cluster has {have:g} {key} ({listed})")
         return self.workers or max(1, int(have // amount))
 
     # --- running ----------------------------------------------------------------------------
-    def run(self, jobs: Iterable[dict[str, Any]], context: dict[str, Any], on_row: OnRow) -> None:
+    def run(self, jobs: Iterable[Job], context: RunContext, on_row: OnRow) -> None:
         jobs = list(jobs)
         if not jobs:
             return
@@ -174,8 +176,7 @@ class RayExecutor:
                 ray.shutdown()  # leaves a cluster joined by address running
                 self._owned = False
 
-    def _run(self, ray, jobs: list[dict[str, Any]], context: dict[str, Any],
-             on_row: OnRow) -> None:
+    def _run(self, ray: Any, jobs: list[Job], context: RunContext, on_row: OnRow) -> None:
         remote = ray.remote(_task_entry)
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
         slots = self.slots(ray, jobs[0])
@@ -186,7 +187,8 @@ class RayExecutor:
                 while queue and len(inflight) < slots:
                     job, number = queue.popleft()
                     ref = remote.options(max_retries=0, retry_exceptions=False,
-                                         **resources(job)).remote(self.task, job, context, env)
+                                         **resources(job)).remote(self.task, job.dump(),
+                                                                  context.dump(), env)
                     inflight[ref] = _Attempt(job, number, time.monotonic())
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
                 for ref in ready:
@@ -201,25 +203,30 @@ class RayExecutor:
                     if not attempt.cancelled and attempt.overdue(now, self.grace_s):
                         ray.cancel(ref, force=True)
                         attempt.cancelled = True
-        except BaseException:  # Ctrl-C or a failing on_row: stop every task of this run
+        except BaseException as exc:  # Ctrl-C or a failing on_row: stop every task of this run
             for ref in inflight:
                 ray.cancel(ref, force=True)
+            if isinstance(exc, KeyboardInterrupt):
+                for attempt in inflight.values():
+                    on_row(failed_row(attempt.job, context, "interrupted",
+                                      interrupted_text(exc),
+                                      time.monotonic() - attempt.submitted))
             raise
 
-    def _collect(self, ray, ref, attempt: _Attempt, context: dict[str, Any]
-                 ) -> dict[str, Any] | None:
+    def _collect(self, ray: Any, ref: Any, attempt: _Attempt, context: RunContext
+                 ) -> Row | None:
         """The row of a finished task, or None when the job is to be resubmitted."""
         from ray import exceptions as rex
 
         job = attempt.job
         try:
-            return ray.get(ref)
+            return Row.from_dict(ray.get(ref))
         except Exception as exc:
             wall = time.monotonic() - attempt.submitted
             first = (str(exc).strip().splitlines() or [""])[0]
             if attempt.cancelled:
                 return failed_row(job, context, "timeout",
-                                  f"job exceeded its timeout of {job_timeout(job):g} s by "
+                                  f"job exceeded its timeout of {job.timeout_s:g} s by "
                                   f"{self.grace_s:g} s; its Ray task was cancelled", wall)
             if isinstance(exc, rex.OutOfMemoryError):
                 return failed_row(job, context, "oom",

@@ -53,3 +53,51 @@ def cpu_name() -> str:
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def gpu_name() -> str:
+    """The first NVIDIA GPU's model from the driver's /proc files ('' when none is visible),
+    read without CUDA: the driver side never initialises a device."""
+    root = Path("/proc/driver/nvidia/gpus")
+    try:
+        for info in sorted(root.glob("*/information")):
+            for line in info.read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def package_version(dist: str) -> str:
+    """Installed distribution version, '' if not installed (does not import it)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+@functools.cache
+def host_provenance(device: str) -> dict[str, Any]:
+    """Provenance of a row the driver writes itself (a job that timed out, was killed, skipped
+    or interrupted): versions from package metadata and the host, without importing torch.
+    CUDA and cuDNN versions are known only in a worker; rows from workers carry them."""
+    import socket
+
+    from seqbench import __version__
+
+    kind = device.split(":")[0]
+    return {
+        "seqbench_version": __version__,
+        "python_version": platform.python_version(),
+        "torch_version": package_version("torch"),
+        "cuda_version": "",
+        "cudnn_version": "",
+        "mamba_ssm_version": package_version("mamba-ssm"),
+        "device": kind,
+        "device_name": (gpu_name() or "unknown GPU") if kind == "cuda" else cpu_name(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+    }

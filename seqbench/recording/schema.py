@@ -1,136 +1,206 @@
 """The row: one per job, the unit of every seqbench result.
 
-Rows are flat JSON objects, so a results file loads into a tidy pandas DataFrame directly.
-Units live in field names (``_bytes``, ``_s``, ``_tokens_per_s``). Task metrics appear twice:
-``metric_<name>`` (measured on held-out data) and ``baseline_<name>`` (the task's trivial
-baseline), with ``primary_metric`` naming the one to lead with and ``higher_is_better_<name>``.
-This module is the single list of fields; ``seqbench validate`` and the docs read it.
+A row is a :class:`Row`, a pydantic model with one declared field per quantity; this module is
+the single list of fields (with their units and meanings), and ``seqbench validate``, the
+results loader and the docs read it. Rows are flat, so a results file loads into a tidy pandas
+DataFrame directly. Units live in field names (``_bytes``, ``_s``, ``_tokens_per_s``). Task
+metrics appear as extra fields with a prefix: ``metric_<name>`` (measured on held-out data),
+``baseline_<name>`` (the task's trivial baseline) and ``higher_is_better_<name>``, with
+``primary_metric`` naming the one to lead with.
+
+Rows are built only by :mod:`seqbench.recording.rows` (driver and worker alike); every
+assignment is checked against the declared type, and the store checks the whole row
+(:func:`seqbench.recording.validate.check_row`) before writing it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
-STATUSES = ("ok", "oom", "diverged", "timeout", "error", "unavailable", "skipped")
+Status = Literal["ok", "oom", "diverged", "timeout", "error", "unavailable", "skipped",
+                 "interrupted"]
+STATUSES: tuple[str, ...] = get_args(Status)
 FAILED = frozenset(STATUSES) - {"ok"}
+# a rerun runs these again without --retry: the job never finished
+UNFINISHED = frozenset({"interrupted"})
+JobKind = Literal["train", "scale", "stream"]
+PREFIXED = ("metric_", "baseline_", "higher_is_better_")  # per-task metric fields
+
+
+def col(unit: str, description: str, *, required: bool = False) -> Any:
+    """A row field: its unit ('' when dimensionless) and meaning; ``required`` fields are on
+    every row, whatever its status."""
+    return Field(... if required else None, description=description,
+                 json_schema_extra={"unit": unit})
+
+
+class Row(BaseModel):
+    """One job's result. Undeclared fields are allowed only with a metric prefix."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    # --- identity
+    schema_version: int = col('', 'row schema version', required=True)
+    job_id: str = col('', "config_hash[:16]-s<seed>: the job's file name", required=True)
+    config_hash: str = col('', "sha256 of the job's canonical JSON without the seed", required=True)
+    seed: int = col('', 'seed of python, numpy, torch and the data streams', required=True)
+    suite: str = col('', 'name of the spec the job came from', required=True)
+    spec_hash: str = col('', "sha256 of the spec file's validated content", required=True)
+    kind: JobKind = col('', 'job kind: train, scale or stream', required=True)
+    task: str = col('', 'registered task name', required=True)
+    model: str = col('', 'registered model name', required=True)
+    seq_len: int = col('', "the task's length parameter (copy memory: delay T)", required=True)
+    input_len: int = col('tokens', "length of the model's input sequence", required=True)
+    batch_size: int = col('', 'sequences per batch', required=True)
+    status: Status = col('', '|'.join(STATUSES), required=True)
+    error: str = col('', "error text when status is not ok ('' when ok)", required=True)
+    job: dict[str, Any] = col(
+        '', 'the fully resolved job (task, model, train, measure params)', required=True)
+    # --- model
+    param_count: int | None = col('', 'trainable parameters')
+    d_model: int | None = col('', 'backbone width after any param_budget sizing')
+    kernel_path: str = col('', 'kernel that ran (cudnn, aten-cpu, sdpa-flash, ...)', required=True)
+    attn_dropout: float | None = col('', 'attention dropout (CPU: > 0 forces the math kernel)')
+    # --- training and metrics
+    train_steps: int | None = col('', 'optimizer steps taken')
+    train_final_loss: float | None = col('', 'mean training loss over the last 10% of steps')
+    diverged_step: int | None = col('', 'step whose loss was not finite (diverged rows)')
+    primary_metric: str | None = col('', "name of the task's headline metric")
+    # --- measurements
+    train_step_s_median: float | None = col('s', 'median time of a timed training step')
+    train_step_s_p20: float | None = col('s', '20th percentile of training step time')
+    train_step_s_p80: float | None = col('s', '80th percentile of training step time')
+    train_step_s_samples: list[float] | None = col(
+        's', 'every timed training step, for significance tests')
+    train_first_step_s: float | None = col(
+        's', 'first training step (compilation, warm-up), kept apart')
+    train_tokens_per_s: float | None = col('tokens/s', 'batch x input_len / median step time')
+    train_tokens_per_s_p20: float | None = col('tokens/s', 'from the 80th percentile step time')
+    train_tokens_per_s_p80: float | None = col('tokens/s', 'from the 20th percentile step time')
+    fwd_step_s_median: float | None = col('s', 'median forward-only (no grad) pass time')
+    fwd_step_s_p20: float | None = col('s', '20th percentile of forward pass time')
+    fwd_step_s_p80: float | None = col('s', '80th percentile of forward pass time')
+    fwd_step_s_samples: list[float] | None = col('s', 'every timed forward pass')
+    fwd_first_call_s: float | None = col('s', 'first forward-only call, kept apart')
+    fwd_tokens_per_s: float | None = col('tokens/s', 'batch x input_len / median forward time')
+    fwd_tokens_per_s_p20: float | None = col('tokens/s', 'from the 80th percentile forward time')
+    fwd_tokens_per_s_p80: float | None = col('tokens/s', 'from the 20th percentile forward time')
+    peak_mem_bytes: int | None = col(
+        'bytes', 'CUDA: max_memory_allocated; CPU: peak RSS - baseline')
+    peak_mem_reserved_bytes: int | None = col('bytes', 'CUDA: max_memory_reserved')
+    fwd_peak_mem_bytes: int | None = col('bytes', 'CUDA: max_memory_allocated of the forward phase')
+    peak_rss_bytes: int | None = col('bytes', "worker's peak resident set size (wait4 rusage)")
+    baseline_rss_bytes: int | None = col(
+        'bytes', 'peak RSS of an idle worker with the same imports')
+    mem_method: str | None = col('', 'how peak_mem_bytes was measured')
+    timing_method: str | None = col('', 'perf_counter, or CUDA events after a synchronize')
+    warmup_calls: dict[str, Any] | None = col(
+        '', 'warm-up calls per timed mode, until times settled')
+    timed_s: float | None = col('s', 'seconds inside timed regions (warm-up included)')
+    worker_start: str | None = col(
+        '', "how the job's fresh process started: fork (from a preloaded zygote) or spawn")
+    worker_wall_s: float | None = col('s', 'driver-side wall time of the worker, spawn to exit')
+    # --- scaling runs (kind "scale")
+    batch_policy: str | None = col('', 'fixed-batch or fixed-tokens (batch x length constant)')
+    stop_policy: str | None = col('', 'when a length sweep stops; what longer lengths get')
+    flops_per_fwd: float | None = col('FLOP', 'analytic FLOPs of one forward pass (matmuls)')
+    flops_per_train_step: float | None = col('FLOP', 'analytic FLOPs of one training step')
+    flops_method: str | None = col('', 'the FLOP formula used, or why there is none')
+    train_flops_per_s: float | None = col('FLOP/s', 'flops_per_train_step / median step time')
+    fwd_flops_per_s: float | None = col('FLOP/s', 'flops_per_fwd / median forward time')
+    peak_flops_per_s: float | None = col('FLOP/s', "the device's measured matmul peak")
+    peak_bytes_per_s: float | None = col('bytes/s', "the device's measured copy bandwidth")
+    peak_probe: str | None = col('', 'how and when the device peaks were measured')
+    flops_utilization: float | None = col('', 'train_flops_per_s / peak_flops_per_s')
+    fwd_flops_utilization: float | None = col('', 'fwd_flops_per_s / peak_flops_per_s')
+    mem_cap_bytes: int | None = col('bytes', 'per-worker memory cap on CPU (0 = none)')
+    # --- streaming inference (kind "stream"): one row per context position
+    context_len: int | None = col('tokens', 'tokens already in the stream when measured')
+    stream_step_s_median: float | None = col('s', 'median latency of one streaming step')
+    stream_step_s_p20: float | None = col('s', '20th percentile streaming step latency')
+    stream_step_s_p80: float | None = col('s', '80th percentile streaming step latency')
+    stream_step_s_samples: list[float] | None = col('s', 'every timed streaming step')
+    stream_first_call_s: float | None = col('s', 'first step after the prefill, kept apart')
+    stream_tokens_per_s: float | None = col('tokens/s', 'batch / median streaming step time')
+    stream_tokens_per_s_p20: float | None = col('tokens/s', 'from the 80th percentile step time')
+    stream_tokens_per_s_p80: float | None = col('tokens/s', 'from the 20th percentile step time')
+    prefill_s: float | None = col('s', 'processing the context_len prompt in one call')
+    state_bytes: int | None = col('bytes', 'bytes of recurrent state or KV cache at context_len')
+    state_bytes_analytic: int | None = col('bytes', "the model's state_size(context_len) formula")
+    wall_s: float = col('s', "wall time of the job's worker, start to exit", required=True)
+    # --- provenance
+    overrides: list[str] | None = col(
+        '', 'command-line overrides the run was given (--set, --models, ...)')
+    git_sha: str = col(
+        '', "commit of the seqbench checkout ('' if not a git checkout)", required=True)
+    git_dirty: bool = col('', 'uncommitted changes in the checkout', required=True)
+    seqbench_version: str = col('', 'package version', required=True)
+    python_version: str = col('', '', required=True)
+    torch_version: str = col('', '', required=True)
+    cuda_version: str = col('', "torch.version.cuda ('' on CPU builds)", required=True)
+    cudnn_version: str = col('', "torch.backends.cudnn.version() ('' when absent)", required=True)
+    mamba_ssm_version: str = col('', "'' when mamba_ssm is not importable", required=True)
+    device: str = col('', 'cpu or cuda', required=True)
+    device_name: str = col('', 'GPU name, or the CPU model', required=True)
+    dtype: str = col('', 'parameter dtype', required=True)
+    autocast: str = col('', "autocast dtype ('' when off; bf16 on CUDA)", required=True)
+    threads: int = col('', 'torch.get_num_threads() in the worker', required=True)
+    host: str = col('', 'hostname', required=True)
+    platform: str | None = col('', 'platform.platform() of the worker')
+    signal: int | None = col('', 'signal that killed the worker (rows of killed workers)')
+    started_at: str = col('', 'UTC ISO-8601 start of the job', required=True)
+
+    def update(self, **fields: Any) -> Row:
+        """Set fields (each checked against its declared type); returns the row."""
+        for name, value in fields.items():
+            if name not in Row.model_fields and not name.startswith(PREFIXED):
+                raise AttributeError(f"{name!r} is not a row field (declare it in "
+                                     "seqbench/recording/schema.py)")
+            setattr(self, name, value)
+        return self
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field's value by name (declared or metric field), or ``default``."""
+        if name in Row.model_fields:
+            value = getattr(self, name)
+            return default if value is None else value
+        return (self.__pydantic_extra__ or {}).get(name, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that were set, in declaration order then the metric fields: what the
+        store writes as JSON."""
+        return self.model_dump(exclude_unset=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Row:
+        return cls.model_validate(data)
 
 
 @dataclass(frozen=True)
-class Field:
+class FieldDoc:
     name: str
     type: str  # "str", "int", "float", "bool", "list", "dict"
     unit: str  # "" when dimensionless
     description: str
-    required: bool = False  # present on every row, whatever its status
+    required: bool
 
 
-FIELDS: tuple[Field, ...] = (
-    # identity
-    Field("schema_version", "int", "", "row schema version", True),
-    Field("job_id", "str", "", "config_hash[:16]-s<seed>: the job's file name", True),
-    Field("config_hash", "str", "", "sha256 of the job's canonical JSON without the seed", True),
-    Field("seed", "int", "", "seed of python, numpy, torch and the data streams", True),
-    Field("suite", "str", "", "name of the spec the job came from", True),
-    Field("spec_hash", "str", "", "sha256 of the spec file's validated content", True),
-    Field("kind", "str", "", "job kind: train, scale or stream", True),
-    Field("task", "str", "", "registered task name", True),
-    Field("model", "str", "", "registered model name", True),
-    Field("seq_len", "int", "", "the task's length parameter (copy memory: delay T)", True),
-    Field("input_len", "int", "tokens", "length of the model's input sequence", True),
-    Field("batch_size", "int", "", "sequences per batch", True),
-    Field("status", "str", "", "|".join(STATUSES), True),
-    Field("error", "str", "", "error text when status is not ok ('' when ok)", True),
-    Field("job", "dict", "", "the fully resolved job (task, model, train, measure params)", True),
-    # model
-    Field("param_count", "int", "", "trainable parameters"),
-    Field("d_model", "int", "", "backbone width after any param_budget sizing"),
-    Field("kernel_path", "str", "", "kernel that ran (cudnn, aten-cpu, sdpa-flash, ...)", True),
-    Field("attn_dropout", "float", "", "attention dropout (CPU: > 0 forces the math kernel)"),
-    # training and metrics
-    Field("train_steps", "int", "", "optimizer steps taken"),
-    Field("train_final_loss", "float", "", "mean training loss over the last 10% of steps"),
-    Field("diverged_step", "int", "", "step whose loss was not finite (diverged rows)"),
-    Field("primary_metric", "str", "", "name of the task's headline metric"),
-    # measurements
-    Field("train_step_s_median", "float", "s", "median time of a timed training step"),
-    Field("train_step_s_p20", "float", "s", "20th percentile of training step time"),
-    Field("train_step_s_p80", "float", "s", "80th percentile of training step time"),
-    Field("train_step_s_samples", "list", "s", "every timed training step, for significance tests"),
-    Field("train_first_step_s", "float", "s",
-          "first training step (compilation, warm-up), kept apart"),
-    Field("train_tokens_per_s", "float", "tokens/s", "batch x input_len / median step time"),
-    Field("train_tokens_per_s_p20", "float", "tokens/s", "from the 80th percentile step time"),
-    Field("train_tokens_per_s_p80", "float", "tokens/s", "from the 20th percentile step time"),
-    Field("fwd_step_s_median", "float", "s", "median forward-only (no grad) pass time"),
-    Field("fwd_step_s_p20", "float", "s", "20th percentile of forward pass time"),
-    Field("fwd_step_s_p80", "float", "s", "80th percentile of forward pass time"),
-    Field("fwd_step_s_samples", "list", "s", "every timed forward pass"),
-    Field("fwd_first_call_s", "float", "s", "first forward-only call, kept apart"),
-    Field("fwd_tokens_per_s", "float", "tokens/s", "batch x input_len / median forward time"),
-    Field("fwd_tokens_per_s_p20", "float", "tokens/s", "from the 80th percentile forward time"),
-    Field("fwd_tokens_per_s_p80", "float", "tokens/s", "from the 20th percentile forward time"),
-    Field("peak_mem_bytes", "int", "bytes", "CUDA: max_memory_allocated; CPU: peak RSS - baseline"),
-    Field("peak_mem_reserved_bytes", "int", "bytes", "CUDA: max_memory_reserved"),
-    Field("fwd_peak_mem_bytes", "int", "bytes", "CUDA: max_memory_allocated of the forward phase"),
-    Field("peak_rss_bytes", "int", "bytes", "worker's peak resident set size (wait4 rusage)"),
-    Field("baseline_rss_bytes", "int", "bytes", "peak RSS of an idle worker with the same imports"),
-    Field("mem_method", "str", "", "how peak_mem_bytes was measured"),
-    Field("timing_method", "str", "", "perf_counter, or CUDA events after a synchronize"),
-    Field("warmup_calls", "dict", "", "warm-up calls per timed mode, until times settled"),
-    Field("timed_s", "float", "s", "seconds inside timed regions (warm-up included)"),
-    Field("worker_start", "str", "",
-          "how the job's fresh process started: fork (from a preloaded zygote) or spawn"),
-    Field("worker_wall_s", "float", "s", "driver-side wall time of the worker, spawn to exit"),
-    # scaling runs (kind "scale")
-    Field("batch_policy", "str", "", "fixed-batch or fixed-tokens (batch x length constant)"),
-    Field("stop_policy", "str", "", "when a length sweep stops; what longer lengths get"),
-    Field("flops_per_fwd", "float", "FLOP", "analytic FLOPs of one forward pass (matmuls)"),
-    Field("flops_per_train_step", "float", "FLOP", "analytic FLOPs of one training step"),
-    Field("flops_method", "str", "", "the FLOP formula used, or why there is none"),
-    Field("train_flops_per_s", "float", "FLOP/s", "flops_per_train_step / median step time"),
-    Field("fwd_flops_per_s", "float", "FLOP/s", "flops_per_fwd / median forward time"),
-    Field("peak_flops_per_s", "float", "FLOP/s", "the device's measured matmul peak"),
-    Field("peak_bytes_per_s", "float", "bytes/s", "the device's measured copy bandwidth"),
-    Field("peak_probe", "str", "", "how and when the device peaks were measured"),
-    Field("flops_utilization", "float", "", "train_flops_per_s / peak_flops_per_s"),
-    Field("fwd_flops_utilization", "float", "", "fwd_flops_per_s / peak_flops_per_s"),
-    Field("mem_cap_bytes", "int", "bytes", "per-worker memory cap on CPU (0 = none)"),
-    # streaming inference (kind "stream"): one row per context position
-    Field("context_len", "int", "tokens", "tokens already in the stream when measured"),
-    Field("stream_step_s_median", "float", "s", "median latency of one streaming step"),
-    Field("stream_step_s_p20", "float", "s", "20th percentile streaming step latency"),
-    Field("stream_step_s_p80", "float", "s", "80th percentile streaming step latency"),
-    Field("stream_step_s_samples", "list", "s", "every timed streaming step"),
-    Field("stream_first_call_s", "float", "s", "first step after the prefill, kept apart"),
-    Field("stream_tokens_per_s", "float", "tokens/s", "batch / median streaming step time"),
-    Field("stream_tokens_per_s_p20", "float", "tokens/s", "from the 80th percentile step time"),
-    Field("stream_tokens_per_s_p80", "float", "tokens/s", "from the 20th percentile step time"),
-    Field("prefill_s", "float", "s", "processing the context_len prompt in one call"),
-    Field("state_bytes", "int", "bytes", "bytes of recurrent state or KV cache at context_len"),
-    Field("state_bytes_analytic", "int", "bytes", "the model's state_size(context_len) formula"),
-    Field("wall_s", "float", "s", "wall time of the job's worker, start to exit", True),
-    # provenance
-    Field("git_sha", "str", "", "commit of the seqbench checkout ('' if not a git checkout)", True),
-    Field("git_dirty", "bool", "", "uncommitted changes in the checkout", True),
-    Field("seqbench_version", "str", "", "package version", True),
-    Field("python_version", "str", "", "", True),
-    Field("torch_version", "str", "", "", True),
-    Field("cuda_version", "str", "", "torch.version.cuda ('' on CPU builds)", True),
-    Field("cudnn_version", "str", "", "torch.backends.cudnn.version() ('' when absent)", True),
-    Field("mamba_ssm_version", "str", "", "'' when mamba_ssm is not importable", True),
-    Field("device", "str", "", "cpu or cuda", True),
-    Field("device_name", "str", "", "GPU name, or the CPU model", True),
-    Field("dtype", "str", "", "parameter dtype", True),
-    Field("autocast", "str", "", "autocast dtype ('' when off; bf16 on CUDA)", True),
-    Field("threads", "int", "", "torch.get_num_threads() in the worker", True),
-    Field("host", "str", "", "hostname", True),
-    Field("platform", "str", "", "platform.platform() of the worker"),
-    Field("signal", "int", "", "signal that killed the worker (rows of killed workers)"),
-    Field("started_at", "str", "", "UTC ISO-8601 start of the job", True),
-)
+def _type_name(annotation: Any) -> str:
+    text = str(annotation)
+    for name in ("dict", "list", "bool", "int", "float"):
+        if text.startswith(name) or f"{name}[" in text or text == f"<class '{name}'>":
+            return name
+    return "str"  # str and the Literal choices (status, kind)
 
+
+FIELDS: tuple[FieldDoc, ...] = tuple(
+    FieldDoc(name, _type_name(f.annotation), (f.json_schema_extra or {}).get("unit", ""),
+             f.description or "", f.is_required())
+    for name, f in Row.model_fields.items())
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 REQUIRED = tuple(f.name for f in FIELDS if f.required)
-PREFIXED = ("metric_", "baseline_", "higher_is_better_")  # per-task metric fields

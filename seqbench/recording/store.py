@@ -2,16 +2,31 @@
 
 Layout of a results directory::
 
-    suite.json          the suite's name, spec hash and validated spec (refuses other suites)
+    suite.json          the marker: format, the suite's name, spec hash and validated spec
     jobs/<job_id>.json  one row per job, written to a temporary file, fsynced, renamed
     results.jsonl       every row, one per line, appended (and fsynced) as jobs finish
     .lock               held (flock) by the run writing here; the kernel drops it if that dies
 
-The per-job files are the source of truth: a run that is killed, even with SIGKILL, loses no
-finished row, and a second run into the same directory skips every job whose file holds a final
-status. The JSONL is rebuilt from them whenever it is missing a row, holds one twice, or ends in
-a truncated line (a writer killed mid-append); a re-run job (``--retry``) replaces its line
-instead of adding a second one. Two runs never write into one directory at the same time.
+Safety rules, so that nothing recorded is lost and nothing outside the folder is touched:
+
+* A folder is written only when it is new, empty, or verifiably seqbench's own (its
+  ``suite.json`` names the same suite); everything is checked before the first write.
+* Nothing is written through a symlink: the lock and the JSONL are opened with
+  ``O_NOFOLLOW``, files are replaced by atomic rename (which replaces a link, never follows
+  it), and a folder whose ``jobs/``, ``results.jsonl``, ``suite.json`` or ``.lock`` is a link
+  (or of the wrong kind) is refused.
+* Nothing is deleted that seqbench did not create: only its own temporary files (``.*.tmp``)
+  of writers that were killed before their rename.
+* The two copies of a row are reconciled, never one overwritten by the other
+  (:mod:`seqbench.recording.reader`): a row only in ``results.jsonl`` is restored to
+  ``jobs/``, a row only in ``jobs/`` is appended to the JSONL, a row that differs is reported
+  (:attr:`ResultStore.notes`) and left as it is. Unreadable JSONL lines (a truncated append)
+  are moved to ``results.jsonl.damaged``, not dropped.
+* Every row is checked against the schema before it is written (:class:`RowInvalid`).
+
+A second run into the same directory skips every job that has a row (``interrupted`` rows
+excepted); ``--retry`` reruns failures, replacing both copies of their rows. Two runs never
+write into one directory at the same time.
 """
 
 from __future__ import annotations
@@ -25,11 +40,31 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from seqbench.errors import SpecError
-from seqbench.recording.schema import STATUSES
+from seqbench.errors import SeqbenchError, SpecError
+from seqbench.recording.reader import (
+    FORMAT,
+    JOBS_DIR,
+    JSONL,
+    LOCK_FILE,
+    SUITE_FILE,
+    ResultsDir,
+    is_real_dir,
+    is_regular,
+    read_dir,
+    read_suite_file,
+)
+from seqbench.recording.schema import Row
 
-FINAL = frozenset(STATUSES)  # every recorded status is final; --retry reruns failures
 _HELD: dict[str, int] = {}  # lock file -> descriptor holding its flock, in this process
+DAMAGED = JSONL + ".damaged"
+
+
+class RowInvalid(SeqbenchError):
+    """A row failed the schema check at write time (a bug in whatever built it)."""
+
+    def __init__(self, job_id: str, problems: list[str]) -> None:
+        super().__init__(f"row {job_id}: {'; '.join(problems)}")
+        self.problems = problems
 
 
 def _json_default(obj: Any) -> Any:
@@ -38,19 +73,20 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def dumps(row: dict[str, Any]) -> str:
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def dumps(row: dict[str, Any] | Row) -> str:
     """JSON with NaN/inf written as null, so every reader can parse it."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(row), default=_json_default, sort_keys=False)
+    data = row.to_dict() if isinstance(row, Row) else row
+    return json.dumps(_clean(data), default=_json_default, sort_keys=False)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,9 +100,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one
-    (temporary file in the same directory, fsync, rename, fsync of the directory)."""
+    (temporary file in the same directory, fsync, rename, fsync of the directory). The rename
+    replaces a symlink at ``path`` instead of writing through it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -82,83 +119,88 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: dict[str, Any]) -> None:
+def write_json_atomic(path: str | os.PathLike[str], obj: dict[str, Any] | Row) -> None:
     write_text_atomic(path, dumps(obj))
 
 
-def read_jsonl(path: str | os.PathLike
-               ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
-    """(line number, row) for every row of a JSONL file, and (line number, problem) for every
-    line that is not a JSON object: a truncated last line (a writer killed mid-append) is
-    reported, never fatal."""
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` to a regular file (created if missing), never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return [], []
-    rows, problems = [], []
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            last = number == len(lines)  # no newline after it: the append was cut short
-            problems.append((number, "truncated line (a writer was killed mid-append)" if last
-                             else "not valid JSON"))
-            continue
-        if not isinstance(row, dict):
-            problems.append((number, f"a JSON {type(row).__name__}, not an object"))
-            continue
-        rows.append((number, row))
-    if data and not data.endswith(b"\n") and not problems:
-        problems.append((len(lines), "last line has no newline"))
-    return rows, problems
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class ResultStore:
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.jobs_dir = self.root / "jobs"
-        self.jsonl = self.root / "results.jsonl"
-        self.manifest = self.root / "suite.json"
-        self.lock_path = self.root / ".lock"
+        self.jobs_dir = self.root / JOBS_DIR
+        self.jsonl = self.root / JSONL
+        self.manifest = self.root / SUITE_FILE
+        self.lock_path = self.root / LOCK_FILE
         self._lock_fd: int | None = None
+        self.notes: list[str] = []  # what opening found and repaired, for the run to print
 
     # --- opening ----------------------------------------------------------------------------
-    def open_for(self, suite_name: str, spec_hash: str, spec: dict[str, Any]) -> None:
-        """Create the directory, or check that it belongs to the same suite; then take the lock,
-        clear what killed writers left and repair the JSONL. Nothing is written before every
-        check has passed."""
-        if self.root.exists() and not self.root.is_dir():
-            raise SpecError("--out", str(self.root), "must be a directory (it is a file)")
-        existing = None
-        if self.manifest.exists():
-            try:
-                existing = json.loads(self.manifest.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                existing = None
-            if not isinstance(existing, dict) or not isinstance(existing.get("suite"), str):
-                raise SpecError("--out", str(self.root),
-                                "holds an unreadable suite.json; use a fresh directory")
-            if existing["suite"] != suite_name:
-                raise SpecError("--out", str(self.root),
-                                f"holds results of suite {existing['suite']!r}, not "
-                                f"{suite_name!r}; choose another directory")
-        elif self.root.exists() and any(self.root.iterdir()) and not self.jobs_dir.exists():
-            raise SpecError("--out", str(self.root),
-                            "is a non-empty directory that is not a seqbench results "
-                            "directory; choose an empty or new one")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.lock()
+    def check_writable(self, suite_name: str) -> dict[str, Any] | None:
+        """Refuse (SpecError, nothing written) unless the folder is new, empty or this
+        suite's own; return its suite.json when it has one."""
+        root, flag = self.root, "--out"
+        if os.path.lexists(root) and not root.is_dir():
+            raise SpecError(flag, str(root), "must be a directory (it is a file)")
+        if not root.exists():
+            return None
+        existing, problem = read_suite_file(root)
         if existing is None:
-            write_json_atomic(self.manifest,
-                              {"suite": suite_name, "spec_hash": spec_hash, "spec": spec})
-        elif existing.get("spec_hash") != spec_hash:
-            history = existing.setdefault("previous_spec_hashes", [])
-            history.append(existing.get("spec_hash"))
-            existing.update(spec_hash=spec_hash, spec=spec)
-            write_json_atomic(self.manifest, existing)
+            entries = list(root.iterdir())
+            if not entries:
+                return None
+            if os.path.lexists(self.manifest):
+                raise SpecError(flag, str(root), f"holds an unreadable suite.json ({problem}); "
+                                "use a fresh directory")
+            raise SpecError(flag, str(root), "is a non-empty directory that is not a seqbench "
+                            "results directory (no suite.json); choose an empty or new one")
+        if existing["suite"] != suite_name:
+            raise SpecError(flag, str(root), f"holds results of suite {existing['suite']!r}, "
+                            f"not {suite_name!r}; choose another directory")
+        for path, kind, ok in ((self.jobs_dir, "a directory", is_real_dir),
+                               (self.jsonl, "a regular file", is_regular),
+                               (self.lock_path, "a regular file", is_regular)):
+            if os.path.lexists(path) and not ok(path):
+                raise SpecError(flag, str(path), f"must be {kind}, not a symlink or anything "
+                                "else; seqbench never writes through links")
+        if not os.access(root, os.W_OK | os.X_OK) or (
+                self.jobs_dir.exists() and not os.access(self.jobs_dir, os.W_OK | os.X_OK)):
+            raise SpecError(flag, str(root), "is not writable by this user")
+        return existing
+
+    def open_for(self, suite_name: str, spec_hash: str, spec: dict[str, Any],
+                 overrides: list[str] | None = None) -> None:
+        """Check the folder (see :meth:`check_writable`), take the lock, record the suite,
+        clear what killed writers left and reconcile the two copies of the rows."""
+        existing = self.check_writable(suite_name)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpecError("--out", str(self.root), f"cannot be created ({exc.strerror})") \
+                from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise SpecError("--out", str(self.root), "is not writable by this user")
+        self.lock()
+        manifest: dict[str, Any] = existing or {"format": FORMAT, "suite": suite_name}
+        changed = existing is None
+        if manifest.get("spec_hash") != spec_hash:
+            if existing is not None:
+                manifest.setdefault("previous_spec_hashes", []).append(existing.get("spec_hash"))
+            manifest.update(spec_hash=spec_hash, spec=spec)
+            changed = True
+        if overrides is not None and manifest.get("overrides") != overrides:
+            manifest["overrides"] = overrides
+            changed = True
+        if changed:
+            write_json_atomic(self.manifest, manifest)
         self.jobs_dir.mkdir(exist_ok=True)
         self.remove_stale_temporaries()
         self.repair()
@@ -173,7 +215,12 @@ class ResultStore:
         key = str(self.lock_path.resolve())
         fd = _HELD.get(key)
         if fd is None:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:
+                raise SpecError("--out", str(self.lock_path), "cannot be opened as a lock file "
+                                f"({exc.strerror}); seqbench never writes through links") \
+                    from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -197,61 +244,93 @@ class ResultStore:
             self._lock_fd = None
 
     def remove_stale_temporaries(self) -> None:
-        """Delete the temporary files of writers that were killed before their rename."""
+        """Delete the temporary files of writers killed before their rename (our own names
+        only: ``.<file>.<random>.tmp``, regular files)."""
         for folder in (self.root, self.jobs_dir):
             for tmp in folder.glob(".*.tmp"):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+                if is_regular(tmp) and tmp.name.count(".") >= 3:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
 
     # --- reading ----------------------------------------------------------------------------
+    def read(self) -> ResultsDir:
+        return read_dir(self.root)
+
     def job_path(self, job_id: str) -> Path:
         return self.jobs_dir / f"{job_id}.json"
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every stored row, from the per-job files (the source of truth), in start order."""
-        out = []
-        for path in sorted(self.jobs_dir.glob("*.json")):
-            try:
-                row = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # a half-written file cannot exist (atomic rename); skip foreign junk
-            if isinstance(row, dict) and "job_id" in row:
-                out.append(row)
-        out.sort(key=lambda r: (str(r.get("started_at", "")), str(r.get("job_id", ""))))
-        return out
+        """Every stored row, reconciled from both copies, in start order."""
+        return self.read().rows() if self.root.is_dir() else []
 
     def finished(self) -> dict[str, str]:
-        """job_id -> status, for every job that has a final status."""
-        return {r["job_id"]: r["status"] for r in self.rows() if r.get("status") in FINAL}
+        """job_id -> recorded status, for every job with a row."""
+        return self.read().finished() if self.root.is_dir() else {}
 
     # --- writing ----------------------------------------------------------------------------
-    def write(self, row: dict[str, Any]) -> None:
-        """Record a row: its job file first (atomic), then its JSONL line (fsynced). A job that
-        was recorded before (``--retry``) has its line replaced, never duplicated."""
-        path = self.job_path(row["job_id"])
-        rerun = path.exists()
-        write_json_atomic(path, row)
+    def write(self, row: Row) -> None:
+        """Record a row after checking it against the schema: its job file first (atomic),
+        then its JSONL line (fsynced). A job recorded before (``--retry``) has its line
+        replaced, never duplicated, and every other line is kept."""
+        from seqbench.recording.validate import check_row
+
+        data = row.to_dict()
+        problems = check_row(data)
+        if problems:
+            raise RowInvalid(row.job_id, problems)
+        path = self.job_path(row.job_id)
+        rerun = os.path.lexists(path)
+        write_json_atomic(path, data)
         if rerun:
-            self.rebuild_jsonl()
-            return
-        line = (dumps(row) + "\n").encode("utf-8")
-        fd = os.open(self.jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self._replace_lines({row.job_id: data})
+        else:
+            _append(self.jsonl, dumps(data) + "\n")
 
-    def rebuild_jsonl(self) -> None:
-        write_text_atomic(self.jsonl, "".join(dumps(r) + "\n" for r in self.rows()))
+    def _replace_lines(self, new: dict[str, dict[str, Any]]) -> None:
+        """Rewrite the JSONL with the rows of ``new`` in place of their old lines (appended if
+        they had none); every other line is kept as it was."""
+        found = self.read()
+        lines = [dumps(row) if row.get("job_id") not in new else None
+                 for _, row in found.jsonl_rows]
+        out, done = [], set()
+        for (_, row), line in zip(found.jsonl_rows, lines, strict=True):
+            job = row.get("job_id")
+            if line is not None:
+                out.append(line)
+            elif job not in done:
+                out.append(dumps(new[job]))
+                done.add(job)
+        out += [dumps(r) for j, r in new.items() if j not in done]
+        write_text_atomic(self.jsonl, "".join(line + "\n" for line in out))
 
-    def repair(self) -> bool:
-        """Rebuild results.jsonl from the job files if it lacks a row, holds one twice or a row
-        no job file has, or has a line that is not a row (a truncated append). True if rebuilt."""
-        ids = [r.get("job_id") for r in self.rows()]
-        lines, problems = read_jsonl(self.jsonl)
-        seen = [r.get("job_id") for _, r in lines]
-        if not problems and len(seen) == len(set(seen)) and set(seen) == set(ids):
-            return False
-        self.rebuild_jsonl()
-        return True
+    def repair(self) -> None:
+        """Reconcile the two copies of every row (see the module docstring); what was done
+        and what conflicts remain go to :attr:`notes`."""
+        found = self.read()
+        damaged = [p for p in found.problems if p.where.startswith(str(self.jsonl) + ":")]
+        if damaged:
+            raw = self.jsonl.read_bytes().split(b"\n")
+            bad = {int(p.where.rsplit(":", 1)[1]) for p in damaged}
+            with open(self.root / DAMAGED, "ab") as side:
+                side.write(b"".join(raw[n - 1] + b"\n" for n in sorted(bad)))
+            write_text_atomic(self.jsonl, "".join(dumps(r) + "\n" for _, r in found.jsonl_rows))
+            self.notes.append(f"moved {len(bad)} unreadable line(s) of {JSONL} to {DAMAGED}")
+        restored = found.only_in_jsonl()
+        for job_id in restored:
+            write_json_atomic(self.job_path(job_id), found.jsonl_latest[job_id])
+        if restored:
+            self.notes.append(f"restored {len(restored)} row(s) found only in {JSONL} to "
+                              f"{JOBS_DIR}/")
+        appended = found.only_in_jobs()
+        if appended:
+            _append(self.jsonl, "".join(dumps(found.job_rows[j][1]) + "\n" for j in appended))
+            self.notes.append(f"appended {len(appended)} row(s) found only in {JOBS_DIR}/ to "
+                              f"{JSONL}")
+        conflicts = found.conflicts()
+        if conflicts:
+            shown = ", ".join(conflicts[:3]) + (", ..." if len(conflicts) > 3 else "")
+            self.notes.append(f"{len(conflicts)} row(s) differ between {JOBS_DIR}/ and {JSONL} "
+                              f"(kept both as they are; the job file is used): {shown}")
+        for problem in found.problems:
+            if problem not in damaged:
+                self.notes.append(f"ignored {problem}")

@@ -4,8 +4,10 @@
 A results directory (its ``results.jsonl`` and ``jobs/*.json``), a ``.jsonl`` file or one job's
 ``.json`` file is checked for:
 
-* readable rows: every JSONL line a JSON object (a truncated last line is reported), and in a
-  directory, the JSONL and the job files holding the same jobs;
+* readable rows: every JSONL line a JSON object (a truncated last line is reported), no file
+  behind a symlink; in a directory, its ``suite.json`` marker present and naming the suite of
+  every row, and the JSONL and the job files holding the same jobs with the same rows (a metric
+  edited in one copy only is reported);
 * the schema version, and every required field (identity and provenance) present, with a
   non-empty value where provenance cannot be empty (versions, host, device, start time);
 * identity: ``job_id`` is ``config_hash[:16]-s<seed>``, and ``config_hash`` is the hash of the
@@ -23,18 +25,16 @@ undeclared field is a quantity nobody documented).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seqbench.errors import SpecError
+from seqbench.recording.reader import JOBS_DIR, JSONL, Problem, read_dir, read_rows
 from seqbench.recording.schema import FIELDS, PREFIXED, REQUIRED, SCHEMA_VERSION, STATUSES
-from seqbench.recording.store import read_jsonl
 
 BY_NAME = {f.name: f for f in FIELDS}
 NON_EMPTY = ("seqbench_version", "python_version", "torch_version", "device", "dtype", "host",
@@ -43,16 +43,6 @@ TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (in
                                       "bool": (bool,), "list": (list,), "dict": (dict,)}
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str  # file, and line for JSONL rows
-    job_id: str  # '' when the problem is not about one row
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.job_id + ': ' if self.job_id else ''}{self.message}"
 
 
 def _is_number(value: Any) -> bool:
@@ -85,7 +75,7 @@ def check_row(row: Any, strict: bool = False) -> list[str]:
 
 
 def _check_identity(row: dict[str, Any]) -> list[str]:
-    from seqbench.config.spec import config_hash
+    from seqbench.config.job import config_hash_of
 
     out = []
     chash, seed, jid = row.get("config_hash"), row.get("seed"), row.get("job_id")
@@ -96,7 +86,7 @@ def _check_identity(row: dict[str, Any]) -> list[str]:
                    f"(expected {chash[:16]}-s{seed})")
     job = row.get("job")
     if isinstance(job, dict) and isinstance(chash, str):
-        if config_hash(job) != chash:
+        if config_hash_of(job) != chash:
             out.append("config_hash is not the hash of the row's job (the row was edited, or "
                        "written by a different hashing rule)")
         if "seed" in job and job["seed"] != seed:
@@ -169,7 +159,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_rows(rows: Iterable[tuple[str, Any]], strict: bool = False) -> list[Problem]:
+def check_rows(rows: Iterable[tuple[str, Any]], strict: bool = False,
+               duplicates: bool = True) -> list[Problem]:
     """Problems of ``(where, row)`` pairs, duplicates across them included."""
     problems: list[Problem] = []
     keys: dict[tuple, list[str]] = defaultdict(list)
@@ -180,7 +171,7 @@ def check_rows(rows: Iterable[tuple[str, Any]], strict: bool = False) -> list[Pr
             key = (row["config_hash"], row["seed"], row.get("context_len"))
             keys[key].append(where)
     for (chash, seed, context), wheres in keys.items():
-        if len(wheres) > 1:
+        if duplicates and len(wheres) > 1:
             at = f" at context_len {context}" if context is not None else ""
             problems.append(Problem(wheres[0], f"{str(chash)[:16]}-s{seed}",
                                     f"duplicate (config_hash, seed){at}: {len(wheres)} rows "
@@ -188,59 +179,55 @@ def check_rows(rows: Iterable[tuple[str, Any]], strict: bool = False) -> list[Pr
     return problems
 
 
-def _jsonl_rows(path: Path, problems: list[Problem]) -> list[tuple[str, dict[str, Any]]]:
-    rows, bad = read_jsonl(path)
-    problems += [Problem(f"{path}:{line}", "", message) for line, message in bad]
-    return [(f"{path}:{line}", row) for line, row in rows]
-
-
-def _job_file_rows(folder: Path, problems: list[Problem]) -> list[tuple[str, Any]]:
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            row = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            problems.append(Problem(str(path), "", f"unreadable job file ({type(exc).__name__})"))
-            continue
-        out.append((str(path), row))
-        if isinstance(row, dict) and row.get("job_id") not in (None, path.stem):
-            problems.append(Problem(str(path), str(row.get("job_id")),
-                                    f"holds job {row.get('job_id')!r}, not {path.stem!r}"))
-    return out
-
-
 def validate_path(path: str | Path, strict: bool = False) -> tuple[int, list[Problem]]:
-    """(rows checked, problems) for a results directory, a .jsonl file or a job's .json file."""
+    """(rows checked, problems) for a results directory, a .jsonl file or a job's .json file.
+
+    In a directory both copies of every row are checked, each against the schema and against
+    each other, together with the suite marker."""
     path = Path(path)
-    problems: list[Problem] = []
-    if path.is_dir():
-        jsonl, jobs_dir = path / "results.jsonl", path / "jobs"
-        if not jsonl.exists() and not jobs_dir.is_dir():
-            raise SpecError("RESULTS", str(path), "a results directory holds results.jsonl or "
-                            "jobs/; this one holds neither")
-        rows = _jsonl_rows(jsonl, problems) if jsonl.exists() else []
-        if jobs_dir.is_dir():
-            job_rows = _job_file_rows(jobs_dir, problems)
-            in_jsonl = {r.get("job_id") for _, r in rows}
-            in_files = {r.get("job_id") for _, r in job_rows if isinstance(r, dict)}
-            if not jsonl.exists():
-                rows = job_rows
-            else:
-                for jid in sorted(str(j) for j in in_files - in_jsonl):
-                    problems.append(Problem(str(jsonl), jid, "in jobs/ but not in results.jsonl "
-                                            "(`seqbench run` into this directory repairs it)"))
-                for jid in sorted(str(j) for j in in_jsonl - in_files):
-                    problems.append(Problem(str(jsonl), jid, "in results.jsonl but has no file "
-                                            "in jobs/"))
-    elif path.is_file() and path.suffix == ".jsonl":
-        rows = _jsonl_rows(path, problems)
-    elif path.is_file() and path.suffix == ".json":
-        rows = _job_file_rows(path.parent, problems)
-        rows = [(where, row) for where, row in rows if where == str(path)]
-        problems = [p for p in problems if p.where == str(path)]
-    elif path.exists():
-        raise SpecError("RESULTS", str(path),
-                        "must be a results directory, a .jsonl file or a job's .json file")
-    else:
+    if not path.exists():
         raise SpecError("RESULTS", str(path), "does not exist")
-    return len(rows), problems + check_rows(rows, strict)
+    if not path.is_dir():
+        if path.suffix not in (".jsonl", ".json"):
+            raise SpecError("RESULTS", str(path),
+                            "must be a results directory, a .jsonl file or a job's .json file")
+        rows, problems = read_rows(path)
+        return len(rows), problems + check_rows([(str(path), r) for r in rows], strict)
+    found = read_dir(path)
+    if not found.has_jsonl and not found.has_jobs_dir:
+        raise SpecError("RESULTS", str(path), f"a results directory holds {JSONL} or {JOBS_DIR}/;"
+                        " this one holds neither")
+    problems = list(found.problems)
+    jsonl = str(found.jsonl)
+    if found.suite_problem:
+        problems.append(Problem(str(path / "suite.json"), "", found.suite_problem))
+    if not found.has_jsonl:
+        problems.append(Problem(jsonl, "", "missing (`seqbench run` into this directory "
+                                "restores it from jobs/)"))
+    if not found.has_jobs_dir:
+        problems.append(Problem(str(path / JOBS_DIR), "", "missing: the per-job copies of the "
+                                "rows are gone (`seqbench run` into this directory restores "
+                                "them from results.jsonl)"))
+    for jid in found.only_in_jobs() if found.has_jsonl else []:
+        problems.append(Problem(jsonl, jid, "in jobs/ but not in results.jsonl "
+                                "(`seqbench run` into this directory repairs it)"))
+    for jid in found.only_in_jsonl() if found.has_jobs_dir else []:
+        problems.append(Problem(jsonl, jid, "in results.jsonl but has no file in jobs/"))
+    for jid in found.conflicts():
+        other = found.jsonl_latest[jid]
+        fields = sorted(k for k in set(other) | set(found.job_rows[jid][1])
+                        if other.get(k) != found.job_rows[jid][1].get(k))
+        problems.append(Problem(jsonl, jid, "differs from its job file in "
+                                f"{', '.join(fields[:5])} (one copy was edited)"))
+    suite = (found.suite or {}).get("suite")
+    in_jobs: list[tuple[str, Any]] = [(str(p), row) for p, row in found.job_rows.values()]
+    in_jsonl: list[tuple[str, Any]] = [(f"{jsonl}:{n}", row) for n, row in found.jsonl_rows]
+    if suite is not None:
+        for where, row in in_jobs + in_jsonl:
+            if row.get("suite") != suite:
+                problems.append(Problem(where, str(row.get("job_id", "")),
+                                        f"row of suite {row.get('suite')!r} in a results "
+                                        f"directory of suite {suite!r}"))
+    # each copy against the schema; duplicates looked for within the JSONL
+    problems += check_rows(in_jobs, strict, duplicates=False) + check_rows(in_jsonl, strict)
+    return len(found.rows()), problems

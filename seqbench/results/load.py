@@ -34,11 +34,9 @@ from typing import Any
 import pandas as pd
 
 from seqbench.errors import SpecError
+from seqbench.recording.reader import SUITE_FILE, read_rows, read_suite_file
 from seqbench.recording.schema import FIELDS, SCHEMA_VERSION
 
-JOBS_DIR = "jobs"
-JSONL = "results.jsonl"
-SUITE_FILE = "suite.json"
 ADDED_COLUMNS = {
     "variant": "'' or the job parameters that tell this configuration apart, e.g. d_model=128",
     "label": "model display name from the registry (+ ' (variant)')",
@@ -47,8 +45,6 @@ ADDED_COLUMNS = {
 # keys that vary along a sweep inside one configuration, or stay out of its config hash
 # (timeout_s): they never name a variant
 SWEEP_KEYS = frozenset({"seed", "seq_len", "input_len", "context_len", "timeout_s"})
-# a stored row is identified by its job and, for streaming rows, the context position
-ROW_KEY = ["job_id", "context_len"]
 _JSON_COLUMN_PREFIX = "seqbench_json:"  # parquet metadata marker for dict columns
 _REQUIRED_TO_LOAD = ("schema_version", "job_id", "config_hash", "kind", "task", "model",
                      "seq_len", "status")
@@ -70,39 +66,6 @@ class Notes(list):
         self.append(message)
         if self.warn:
             warnings.warn(message, ResultsWarning, stacklevel=3)
-
-
-def _read_jsonl(path: Path, notes: Notes) -> list[dict[str, Any]]:
-    rows = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == last:
-                notes.add(f"{path}: skipped a truncated last line {i + 1} (an interrupted "
-                          "write; the jobs/ files, where present, keep every finished row)")
-            else:
-                notes.add(f"{path}: skipped unreadable line {i + 1}")
-            continue
-        if not isinstance(row, dict):
-            raise SpecError("results", str(path), f"line {i + 1} is not a JSON object")
-        rows.append(row)
-    return rows
-
-
-def _read_job_file(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SpecError("results", str(path), f"not valid JSON ({exc.msg})") from None
-    rows = data if isinstance(data, list) else [data]  # streaming jobs may store several rows
-    if not all(isinstance(r, dict) for r in rows):
-        raise SpecError("results", str(path), "a job file holds a row object or a list of them")
-    return rows
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
@@ -127,29 +90,17 @@ def _is_missing(value: Any) -> bool:
 
 
 def _read_path(path: Path, notes: Notes) -> list[dict[str, Any]]:
-    """Rows of one path in storage order (later rows of the same job are newer)."""
-    if not path.exists():
-        raise SpecError("results", str(path), "no such file or directory")
-    if path.is_dir():
-        jsonl, jobs = path / JSONL, path / JOBS_DIR
-        if not jsonl.is_file() and not jobs.is_dir():
-            raise SpecError("results", str(path),
-                            f"a results directory holds {JOBS_DIR}/ or {JSONL}")
-        rows = []
-        if jsonl.is_file():
-            rows += [{**r, "source": str(jsonl)} for r in _read_jsonl(jsonl, notes)]
-        # job files are written atomically and overwritten by a re-run: they are the newest
-        # copy of their job, and they recover rows a crash kept out of results.jsonl
-        for job_file in sorted(jobs.glob("*.json")) if jobs.is_dir() else ():
-            rows += [{**r, "source": str(job_file)} for r in _read_job_file(job_file)]
-        return rows
-    if path.suffix == ".jsonl":
-        return [{**r, "source": str(path)} for r in _read_jsonl(path, notes)]
-    if path.suffix == ".parquet":
+    """Rows of one path (through :mod:`seqbench.recording.reader`, which reconciles a
+    directory's two copies), each with its ``source``."""
+    if path.suffix == ".parquet" and path.is_file():
         return [{**r, "source": str(path)} for r in _read_parquet(path)]
-    if path.suffix == ".json":
-        return [{**r, "source": str(path)} for r in _read_job_file(path)]
-    raise SpecError("results", str(path), "expected a results directory, .jsonl, .json or .parquet")
+    rows, problems = read_rows(path)
+    for problem in problems:
+        notes.add(f"skipped or flagged: {problem}")
+    for row in rows:
+        if not isinstance(row, dict):
+            raise SpecError("results", str(path), "holds a row that is not a JSON object")
+    return [{**r, "source": str(path)} for r in rows]
 
 
 def _canonical(row: dict[str, Any]) -> str:
@@ -223,9 +174,9 @@ def _variant_labels(configs: list[dict[str, str]]) -> list[str]:
 
 
 def model_display(model: str) -> str:
-    from seqbench.worker.models import MODELS
+    from seqbench.catalog import display_name
 
-    return MODELS[model].display or model if model in MODELS else model
+    return display_name(model)
 
 
 def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
@@ -365,10 +316,7 @@ def to_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 
 def suite_info(path: str | Path) -> dict[str, Any] | None:
     """The ``suite.json`` of a results directory (name, spec hash, spec), or None."""
-    file = Path(path) / SUITE_FILE
-    if not file.is_file():
+    root = Path(path)
+    if not (root / SUITE_FILE).exists():
         return None
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
+    return read_suite_file(root)[0]

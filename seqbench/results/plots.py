@@ -3,7 +3,7 @@ state, any backend), each with its provenance in a caption and in the file's met
 
 Every figure plots :func:`~seqbench.results.stats.aggregate` output, so a figure and a table
 show the same means and 95% bootstrap intervals. One line per configuration (model + variant);
-names, colours and order come from :data:`seqbench.worker.models.MODELS`. Cells whose seeds all failed
+names, colours and order come from :data:`seqbench.catalog.MODELS`. Cells whose seeds all failed
 are marked with an ``x`` at their length, never silently left out.
 
 - :func:`metric_vs_length`: task metric vs length (log2 x) with the trivial baseline, dashed;
@@ -126,7 +126,7 @@ def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "mod
 def line_styles(stats: pd.DataFrame, hue: str = "model") -> dict[str, tuple[str, str]]:
     """``_line`` -> (colour, marker), in canonical order: models in registry order, their
     registered colours; a model's variants share its colour and differ by marker."""
-    from seqbench.worker.models import MODELS
+    from seqbench.catalog import MODELS
 
     hues = list(dict.fromkeys(stats["_hue"]))
     if hue == "model":

@@ -57,7 +57,7 @@ def natural(text: str) -> list:
 
 def sort_key(df: pd.DataFrame) -> pd.DataFrame:
     """Rows in canonical order: task as stored, models in registry order, then variant, length."""
-    from seqbench.worker.models import MODELS
+    from seqbench.catalog import MODELS
 
     order = {t: i for i, t in enumerate(dict.fromkeys(df["task"]))}
     variants = {v: i for i, v in enumerate(sorted(set(df["variant"]), key=natural))}

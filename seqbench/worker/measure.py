@@ -167,5 +167,3 @@ class CudaMemory:
         }
 
 
-CPU_MEM_METHOD = "peak RSS (wait4 rusage) minus idle-worker baseline"
-

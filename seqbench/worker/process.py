@@ -30,11 +30,14 @@ from seqbench.recording.store import write_json_atomic
 
 
 def run_payload(in_path: str, out_path: str) -> None:
-    with open(in_path, encoding="utf-8") as f:
-        payload = json.load(f)
+    """Run the job of a payload file (``{"job": .., "context": ..}``) and write its row."""
+    from seqbench.config.job import Job
+    from seqbench.recording.rows import RunContext
     from seqbench.worker.job import run_job
 
-    row = run_job(payload["job"], payload.get("context", {}))
+    with open(in_path, encoding="utf-8") as f:
+        payload = json.load(f)
+    row = run_job(Job.parse(payload["job"]), RunContext(**payload.get("context", {})))
     write_json_atomic(out_path, row)
 
 
@@ -80,9 +83,18 @@ def preload() -> None:
     from seqbench.worker.data import TASKS
     from seqbench.worker.models import MODELS
 
+    from seqbench.config.params import check_dataclass, check_signature
+    from seqbench.worker.models.base import BackboneConfig
+
+    check_dataclass(BackboneConfig, {}, "preload")
     for entry in [*MODELS, *TASKS]:
         try:
-            importlib.import_module(entry.target.partition(":")[0])
+            target = entry.load()
+            # build the strict param checkers now, so every forked job inherits them
+            if entry in MODELS:
+                check_dataclass(target.Config, {}, "preload")
+            else:
+                check_signature(target.__init__, {}, "preload")
         except Exception:  # an optional dependency missing: the job will say so
             continue
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqbench.config.spec import MeasureSpec, TrainSpec
 from seqbench.worker.data.base import Task
 from seqbench.worker.measure import Samples, timed
 
@@ -41,9 +42,9 @@ class TrainResult:
         return sum(tail) / len(tail) if tail else math.nan
 
 
-def autocast_dtype(train: dict[str, Any], device: torch.device) -> torch.dtype | None:
+def autocast_dtype(train: TrainSpec, device: torch.device) -> torch.dtype | None:
     """bf16 autocast on CUDA by default; off on CPU unless asked for."""
-    mode = train["autocast"]
+    mode = train.autocast
     if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
@@ -66,31 +67,31 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, train: dict[str, Any]) -> torch.optim.Optimizer:
-    groups = param_groups(model, train["weight_decay"])
-    if train["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=train["lr"], momentum=train["momentum"])
-    cls = torch.optim.AdamW if train["optimizer"] == "adamw" else torch.optim.Adam
-    return cls(groups, lr=train["lr"], betas=tuple(train["betas"]))
+def make_optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
+    groups = param_groups(model, train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+    cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=train.lr, betas=tuple(train.betas))
 
 
-def lr_factor(step: int, train: dict[str, Any]) -> float:
+def lr_factor(step: int, train: TrainSpec) -> float:
     """Multiplier of the base learning rate at ``step`` (0-based)."""
-    warmup, total = train["warmup_steps"], train["steps"]
+    warmup, total = train.warmup_steps, train.steps
     if warmup and step < warmup:
         return (step + 1) / warmup
-    if train["schedule"] == "cosine":
+    if train.schedule == "cosine":
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return 1.0
 
 
-def train(model: nn.Module, task: Task, train: dict[str, Any], measure: dict[str, Any],
+def train(model: nn.Module, task: Task, train: TrainSpec, measure: MeasureSpec,
           device: torch.device, seed: int) -> TrainResult:
     optimizer = make_optimizer(model, train)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))
     amp = autocast_dtype(train, device)
-    batches = task.train_batches(seed, train["batch_size"], device)
+    batches = task.train_batches(seed, train.batch_size, device)
     result = TrainResult(steps=0)
     model.train()
 
@@ -100,17 +101,17 @@ def train(model: nn.Module, task: Task, train: dict[str, Any], measure: dict[str
             loss = task.loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if train["clip"] > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), train["clip"])
+        if train.clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), train.clip)
         optimizer.step()
         schedule.step()
         return loss.item()
 
-    for i in range(train["steps"]):
+    for i in range(train.steps):
         seconds, loss = timed(step, device)
         if i == 0:
             result.timing.first_s = seconds
-        elif i >= measure["warmup_steps"]:
+        elif i >= measure.warmup_steps:
             result.timing.samples_s.append(seconds)
         result.steps = i + 1
         if not math.isfinite(loss):
@@ -121,13 +122,13 @@ def train(model: nn.Module, task: Task, train: dict[str, Any], measure: dict[str
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, train: dict[str, Any], device: torch.device,
+def evaluate(model: nn.Module, task: Task, train: TrainSpec, device: torch.device,
              seed: int) -> dict[str, float]:
     """Metrics on ``eval_examples`` held-out examples (a seed stream disjoint from training)."""
     model.eval()
     amp = autocast_dtype(train, device)
     totals: dict[str, list[float]] = {}
-    for x, y in task.eval_batches(seed, train["eval_batch_size"], train["eval_examples"], device):
+    for x, y in task.eval_batches(seed, train.eval_batch_size, train.eval_examples, device):
         with autocast(device, amp):
             out = model(x)
         for name, (value, count) in task.metric_sums(out, y).items():

@@ -8,12 +8,14 @@ torch-free catalogue that also gives every table and plot its display names, col
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from seqbench.catalog import MODELS
+from seqbench.config.params import check_dataclass
 from seqbench.errors import SpecError
 from seqbench.worker.models.base import (
     BACKBONE_KEYS,
@@ -22,7 +24,6 @@ from seqbench.worker.models.base import (
     IOSpec,
     Mixer,
     count_params,
-    make_config,
 )
 
 BUDGET_KEY = "param_budget"  # size d_model so the whole model has about this many parameters
@@ -32,20 +33,26 @@ def mixer_class(name: str) -> type[Mixer]:
     return MODELS[name].load()
 
 
-def split_params(name: str, params: dict[str, Any]) -> tuple[BackboneConfig, Any, int | None]:
-    """Split a model spec's flat params into backbone config, mixer config and budget."""
+def split_params(name: str, params: dict[str, Any],
+                 where: str | None = None) -> tuple[BackboneConfig, Any, int | None]:
+    """Split a model spec's flat params into backbone config, mixer config and budget, each
+    checked strictly (:mod:`seqbench.config.params`). ``where`` names the params in errors."""
+    where = where or f"models.{name}.params"
     cls = mixer_class(name)
     params = dict(params)
     budget = params.pop(BUDGET_KEY, None)
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
                                or budget < 1):
-        raise SpecError(f"models.{name}.{BUDGET_KEY}", budget, "must be a positive integer")
+        raise SpecError(f"{where}.{BUDGET_KEY}", budget, "must be a positive integer")
     backbone = {k: params.pop(k) for k in list(params) if k in BACKBONE_KEYS}
-    try:
-        bb_cfg = BackboneConfig(**backbone)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"models.{name}", backbone, str(exc)) from None
-    mixer_cfg = make_config(cls.Config, params, field_prefix=f"models.{name}")
+    mixer_keys = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = [k for k in params if k not in mixer_keys]
+    if unknown:
+        allowed = sorted({BUDGET_KEY, *BACKBONE_KEYS, *mixer_keys})
+        raise SpecError(f"{where}.{unknown[0]}", unknown[0],
+                        f"unknown parameter of {name}; allowed: {', '.join(allowed)}")
+    bb_cfg = check_dataclass(BackboneConfig, backbone, where)
+    mixer_cfg = check_dataclass(cls.Config, params, where)
     return bb_cfg, mixer_cfg, budget
 
 

@@ -26,8 +26,6 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from seqbench.errors import SpecError
-
 
 class Mixer(nn.Module):
     """Base class of sequence mixers: ``(B, L, D) -> (B, L, D)``, causal unless stated."""
@@ -65,6 +63,11 @@ class Mixer(nn.Module):
         """Names of parameters (relative to the mixer) excluded from weight decay."""
         return set()
 
+    def row_fields(self) -> dict[str, Any]:
+        """Row fields only this mixer knows (declared in the row schema), e.g. attention's
+        dropout (which picks the kernel on CPU) or a convolution's receptive field."""
+        return {}
+
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no recurrent step mode")
 
@@ -98,19 +101,6 @@ def state_nbytes(state: Any) -> int:
     if isinstance(state, (list, tuple)):
         return sum(state_nbytes(v) for v in state)
     return 0
-
-
-def make_config(config_cls: type, params: dict[str, Any], *, field_prefix: str = "model") -> Any:
-    """Build a config dataclass from user params, refusing unknown keys with a clear error."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    for key in params:
-        if key not in names:
-            raise SpecError(f"{field_prefix}.{key}", key,
-                            f"allowed keys: {', '.join(sorted(names))}")
-    try:
-        return config_cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(field_prefix, params, str(exc)) from None
 
 
 @dataclass
@@ -264,6 +254,10 @@ class Backbone(nn.Module):
             flops += block.mixer.forward_flops(batch, seq_len) + block.mlp_flops(tokens)
         head_positions = tokens if self.io.per_position else batch
         return flops + 2.0 * head_positions * d * self.io.output_dim
+
+    def row_fields(self) -> dict[str, Any]:
+        """The mixers' own row fields (every block's mixer has the same config)."""
+        return self.blocks[0].mixer.row_fields()
 
     def no_weight_decay(self) -> set[str]:
         names = set()

@@ -134,6 +134,9 @@ class Attention(Mixer):
             return y
         raise RuntimeError("no scaled_dot_product_attention kernel could run")
 
+    def row_fields(self) -> dict[str, Any]:
+        return {"attn_dropout": self.config.attn_dropout}  # > 0 forces the math kernel on CPU
+
     def forward_flops(self, batch: int, seq_len: int) -> float:
         B, L, D = batch, seq_len, self.d_model
         projections = 2.0 * B * L * (3 * D + D) * D

@@ -1,0 +1,75 @@
+"""Expanding a validated suite into its jobs: the one function that builds :class:`Job` s.
+
+``train`` suites: tasks x lengths x models x seeds, seeds innermost. ``scale`` suites: ``scale``
+jobs (tasks x doubling lengths x models x seeds, lengths ascending within a model, which the
+frontier policy relies on), then ``stream`` jobs (tasks x context positions x models x seeds).
+"""
+
+from __future__ import annotations
+
+from seqbench.catalog import TASKS
+from seqbench.config.job import Job, ModelRef, ScaleMeasure, TaskRef
+from seqbench.config.resolve import task_train
+from seqbench.config.spec import SPEC_FORMAT_VERSION, ScaleSpec, Suite, scale_settings
+
+GIB = 2**30
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is cuda when torch sees a GPU, else cpu (decided on the driver)."""
+    if device != "auto":
+        return device
+    import torch  # only for "auto": a spec naming its device never imports torch here
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _scale_measures(scale: ScaleSpec) -> dict[str, ScaleMeasure]:
+    timing = {k: getattr(scale, k) for k in ("warmup_steps", "max_warmup_steps", "min_repeats",
+                                            "max_repeats", "budget_s")}
+    # the batch policy, not the batch: under fixed-tokens the batch varies with the length, and
+    # a job parameter varying along the sweep would split one curve into many configurations
+    policy = ({"batch_policy": "fixed-tokens", "tokens_per_batch": scale.tokens_per_batch}
+              if scale.batch_policy == "fixed-tokens"
+              else {"batch_policy": "fixed-batch", "batch_size": scale.batch_size})
+    return {"scale": ScaleMeasure(**policy, forward=scale.forward, **timing),
+            "stream": ScaleMeasure(batch_policy="fixed-batch", batch_size=scale.stream_batch,
+                                   **timing)}
+
+
+def expand(suite: Suite, source: str = "spec") -> list[Job]:
+    """The suite's jobs in sweep order (see the module docstring)."""
+    device = resolve_device(suite.device)
+    common = {"spec_format": SPEC_FORMAT_VERSION, "suite_version": suite.version,
+              "measure": suite.measure, "device": device, "dtype": suite.dtype,
+              "timeout_s": suite.timeout_s}
+    if suite.kind == "train":
+        plan = [("train", i, t.seq_lens or [], {}) for i, t in enumerate(suite.tasks)]
+    else:
+        scale = scale_settings(suite)
+        cap = int(scale.mem_cap_gib * GIB) if device == "cpu" else 0
+        how = _scale_measures(scale)
+        plan = [(kind, i, lengths, {"scale": how[kind], "mem_cap_bytes": cap})
+                for kind, lengths in (("scale", scale.lengths()),
+                                      ("stream", scale.stream_positions))
+                for i in range(len(suite.tasks))]
+    jobs = []
+    for kind, i, lengths, extra in plan:
+        t = suite.tasks[i]
+        train = task_train(suite, i, source)
+        version = TASKS[t.name].load().version
+        for L in lengths:
+            for m in suite.models:
+                for seed in suite.seeds:
+                    jobs.append(Job(
+                        kind=kind, task=TaskRef(name=t.name, version=version, seq_len=L,
+                                                params=t.params),
+                        model=ModelRef(name=m.name, params=m.params), train=train, seed=seed,
+                        **common, **extra))
+    return jobs
+
+
+def spec_hash(suite: Suite) -> str:
+    from seqbench.config.job import sha256
+
+    return sha256(suite.dump())
