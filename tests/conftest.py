@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,8 @@ def with_model_params(job: Job, params: dict[str, Any]) -> Job:
 def broken_job(job: Job) -> Job:
     """A job whose worker raises (an application error, not a crash)."""
     return with_model_params(job, {"d_model": 8, "n_layers": "two"})
+
+
+def collector(rows: list[dict[str, Any]]) -> Callable[[Row], None]:
+    """An ``on_row`` callback that keeps each row as the dict the store writes."""
+    return lambda row: rows.append(row.to_dict())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import seqbench.worker.models
+import seqbench.catalog
 from seqbench.catalog import ModelEntry, Registry
 from seqbench.worker.job import run_job
 
@@ -40,18 +40,18 @@ class InProcess:
 
 def test_grid_is_the_registry_times_the_lengths(suite):
     models, lengths = suite.TrainAdding.params
-    assert models == seqbench.worker.models.MODELS.names()
+    assert models == seqbench.catalog.MODELS.names()
     assert lengths == suite.LENGTHS
     assert len(suite.TrainAdding.param_names) == len(suite.TrainAdding.params)
 
 
 def test_a_newly_registered_model_appears_without_editing_the_suite(monkeypatch):
     registry = Registry("model")
-    for entry in seqbench.worker.models.MODELS:
+    for entry in seqbench.catalog.MODELS:
         registry.add(entry)
     registry.add(ModelEntry("throwaway", "seqbench.worker.models.rnn:GRU", "test entry"))
     assert "throwaway" not in load_suite_module("asv_before").TrainAdding.params[0]
-    monkeypatch.setattr(seqbench.worker.models, "MODELS", registry)
+    monkeypatch.setattr(seqbench.catalog, "MODELS", registry)
     fresh = load_suite_module("asv_after")
     assert fresh.TrainAdding.params[0][-1] == "throwaway"
 

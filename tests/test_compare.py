@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_results_dir
 
 from seqbench.cli import main as cli
 from seqbench.recording.schema import SCHEMA_VERSION
-from seqbench.recording.store import ResultStore
 from seqbench.results.compare import (
     IMPROVEMENT,
     NOISE,
@@ -59,11 +59,7 @@ def grid(seeds=(0, 1), models=("lstm", "gru"), lengths=(64, 256), **kw) -> list[
 
 
 def write_run(path: Path, rows: list[dict]) -> Path:
-    store = ResultStore(path)
-    store.open_for("fixture", "hash", {})
-    for row in rows:
-        store.write(row)
-    return path
+    return write_results_dir(path, rows)
 
 
 def verdicts(result, quantity: str) -> dict[str, str]:

@@ -17,8 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from conftest import TINY, broken_job, collector, tiny_jobs
 
-from seqbench.config import expand, parse_suite
+from seqbench.config import Job
 from seqbench.errors import SpecError
 from seqbench.execution.local import (
     LocalExecutor,
@@ -27,39 +28,18 @@ from seqbench.execution.local import (
     failed_row,
     host_oom_kills,
 )
+from seqbench.recording.reader import read_jsonl
 from seqbench.recording.rows import RunContext
-from seqbench.recording.store import ResultStore, dumps, read_jsonl
+from seqbench.recording.schema import Row
+from seqbench.recording.store import ResultStore, dumps
 from seqbench.recording.validate import check_rows, validate_path
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0, 1],
-    "device": "cpu",
-    "models": [{"name": "gru", "params": {"d_model": 8}}],
-    "tasks": [{"name": "adding", "seq_lens": [6]}],
-    "train": {"steps": 4, "batch_size": 4, "eval_examples": 8, "eval_batch_size": 8},
-    "measure": {"warmup_steps": 1, "fwd_min_repeats": 1, "fwd_max_repeats": 2,
-                "fwd_budget_s": 0.02},
-    "timeout_s": 120,
-}
 LONG_STEPS = 10**7  # a job that would run for hours
 
 
-def tiny_jobs(**overrides) -> list[dict]:
-    return expand(parse_suite({**TINY, **overrides}))
-
-
-def long_job(timeout_s: float = 120) -> dict:
+def long_job(timeout_s: float = 120) -> Job:
     job = tiny_jobs(train={**TINY["train"], "steps": LONG_STEPS}, seeds=[0])[0]
-    job.timeout_s = timeout_s
-    return job
-
-
-def broken_job() -> dict:
-    """A job whose worker raises (an application error, not a crash)."""
-    job = json.loads(json.dumps(tiny_jobs(seeds=[7])[0]))
-    job.model.params = {"d_model": 8, "n_layers": "two"}
-    return job
+    return job.with_timeout(timeout_s)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +114,7 @@ def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finish
     killer.start()
     rows = []
     try:
-        each_start.run(jobs, RunContext(suite="tiny"), rows.append)
+        each_start.run(jobs, RunContext(suite="tiny"), collector(rows))
     finally:
         stop.set()
         killer.join()
@@ -148,7 +128,7 @@ def test_a_segfaulting_worker_becomes_a_row_with_the_signal_and_the_sweep_finish
 
 def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(each_start):
     started = time.monotonic()
-    row = each_start.run_one(long_job(timeout_s=1.5), RunContext(suite="tiny"))
+    row = each_start.run_one(long_job(timeout_s=1.5), RunContext(suite="tiny")).to_dict()
     assert row["status"] == "timeout" and "timeout of 1.5 s" in row["error"]
     assert 1.5 <= row["wall_s"] < 30 and time.monotonic() - started < 60
     assert worker_processes(psutil.Process()) == []
@@ -156,8 +136,8 @@ def test_a_job_past_its_timeout_becomes_timeout_and_leaves_no_process(each_start
 
 def test_forked_and_spawned_workers_give_the_same_results(local):
     job = tiny_jobs(seeds=[3])[0]
-    forked = local.run_one(job, RunContext(suite="tiny"))
-    spawned = LocalExecutor(start="spawn").run_one(job, RunContext(suite="tiny"))
+    forked = local.run_one(job, RunContext(suite="tiny")).to_dict()
+    spawned = LocalExecutor(start="spawn").run_one(job, RunContext(suite="tiny")).to_dict()
     assert (forked["worker_start"], spawned["worker_start"]) == ("fork", "spawn")
     assert forked["status"] == spawned["status"] == "ok"
     for key in ("train_final_loss", "metric_mse", "param_count", "config_hash"):
@@ -211,7 +191,8 @@ def test_a_killed_zygote_fails_its_job_only_and_the_next_job_gets_a_new_one():
     killer = threading.Thread(target=kill_zygote_once_the_job_runs)
     killer.start()
     rows = []
-    executor.run([long_job(), tiny_jobs(seeds=[0])[0]], RunContext(suite="tiny"), rows.append)
+    executor.run([long_job(), tiny_jobs(seeds=[0])[0]], RunContext(suite="tiny"),
+                 collector(rows))
     killer.join()
     assert [r["status"] for r in rows] == ["error", "ok"]
     assert "fork server" in rows[0]["error"]
@@ -228,16 +209,17 @@ def _status_of(code: str) -> int:
 
 def test_a_sigkilled_worker_is_oom_only_at_its_cap_or_when_the_oom_killer_fired():
     killed = _status_of("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
-    job = {"measure": {"mem_cap_bytes": 1000 * 2**20}, "timeout_s": 60}
+    job = tiny_jobs()[0].model_copy(update={"mem_cap_bytes": 1000 * 2**20})
+    free = tiny_jobs()[0]
     status, error, sig = classify_exit(job, killed, False, 990 * 2**20, False, "")
     assert (status, sig) == ("oom", signal.SIGKILL) and "memory cap of 1000 MiB" in error
     assert classify_exit(job, killed, False, 300 * 2**20, False, "")[0] == "error"
-    assert classify_exit({}, killed, False, 300 * 2**20, True, "")[0] == "oom"
+    assert classify_exit(free, killed, False, 300 * 2**20, True, "")[0] == "oom"
     assert classify_exit(job, killed, True, 990 * 2**20, False, "")[0] == "timeout"
     segv = _status_of("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     assert classify_exit(job, segv, False, 990 * 2**20, True, "")[:3:2] == ("error", 11)
     exited = _status_of("raise SystemExit(3)")
-    status, error, sig = classify_exit({}, exited, False, 0, False, "Traceback | boom")
+    status, error, sig = classify_exit(free, exited, False, 0, False, "Traceback | boom")
     assert sig is None and error == "worker exited with code 3 without writing a row: " \
                                      "Traceback | boom"
     assert host_oom_kills() is None or host_oom_kills() >= 0
@@ -296,7 +278,8 @@ def test_a_driver_killed_with_sigkill_resumes_without_losing_or_duplicating_a_ro
     assert again.returncode == 0, again.stderr
     assert "1 already recorded, 1 to run" in again.stdout
     rows, problems = read_jsonl(out / "results.jsonl")
-    assert problems == [] and len(rows) == 2
+    assert problems == [] and len(rows) == 2, problems  # the cut line went to .damaged
+    assert (out / "results.jsonl.damaged").read_bytes().startswith(b'{"schema_version": 1')
     assert sorted(r["seed"] for _, r in rows) == [0, 1]
     assert {p.name: p.read_bytes() for p in (out / "jobs").glob("*.json")
             if p.name in kept} == kept, "finished rows are never rewritten"
@@ -307,7 +290,7 @@ def test_a_driver_killed_with_sigkill_resumes_without_losing_or_duplicating_a_ro
 
 # --- the store ----------------------------------------------------------------------------
 
-def stored_row(seed: int = 0, status: str = "ok") -> dict:
+def stored_row(seed: int = 0, status: str = "ok") -> Row:
     job = tiny_jobs(seeds=[seed])[0]
     row = failed_row(job, RunContext(suite="tiny", spec_hash="a" * 64), status,
                      "" if status == "ok" else "boom", 1.0)
@@ -328,10 +311,16 @@ def test_a_truncated_jsonl_line_is_tolerated_and_repaired(store):
     data = store.jsonl.read_bytes()
     store.jsonl.write_bytes(data[:-40])  # the second append cut short
     rows, problems = read_jsonl(store.jsonl)
-    assert len(rows) == 1 and problems == [(2, "truncated line (a writer was killed mid-append)")]
-    assert store.repair() is True
+    assert len(rows) == 1 and [p.message for p in problems] == [
+        "truncated line (a writer was killed mid-append)"]
+    store.repair()  # the cut line moves aside; the row it held comes back from its job file
     assert store.jsonl.read_bytes() == data
-    assert store.repair() is False
+    cut = data[:-40].split(b"\n")[1]
+    assert (store.root / "results.jsonl.damaged").read_bytes() == cut + b"\n"
+    assert len(store.notes) == 2
+    store.notes.clear()
+    store.repair()
+    assert store.notes == []
 
 
 def test_a_retried_job_replaces_its_jsonl_line_instead_of_adding_one(store):
@@ -350,7 +339,7 @@ def test_a_row_missing_from_the_jsonl_is_restored_from_its_job_file(store):
     store.close()
     again = ResultStore(store.root)
     again.open_for("tiny", "h1", {"name": "tiny"})
-    assert [r["job_id"] for _, r in read_jsonl(again.jsonl)[0]] == [row["job_id"]]
+    assert [r["job_id"] for _, r in read_jsonl(again.jsonl)[0]] == [row.job_id]
     again.close()
 
 
@@ -383,7 +372,7 @@ def test_stale_temporary_files_of_killed_writers_are_removed(store):
 
 
 def test_nan_metrics_are_stored_as_null_and_flagged_on_ok_rows():
-    row = {**stored_row(0), "metric_mse": float("nan"), "primary_metric": "mse"}
+    row = {**stored_row(0).to_dict(), "metric_mse": float("nan"), "primary_metric": "mse"}
     stored = json.loads(dumps(row))
     assert stored["metric_mse"] is None
     assert [p.message for p in check_rows([("x", stored)])] == [
@@ -404,10 +393,11 @@ def ray_cluster():
 def test_ray_and_local_executors_give_the_same_rows(ray_cluster, local):
     from seqbench.execution.ray_executor import RayExecutor
 
-    jobs = [tiny_jobs(seeds=[0])[0], broken_job(), long_job(timeout_s=1.5)]
+    jobs = [tiny_jobs(seeds=[0])[0], broken_job(tiny_jobs(seeds=[7])[0]),
+            long_job(timeout_s=1.5)]
     by_local, by_ray = [], []
-    local.run(jobs, RunContext(suite="tiny"), by_local.append)
-    RayExecutor().run(jobs, RunContext(suite="tiny"), by_ray.append)
+    local.run(jobs, RunContext(suite="tiny"), collector(by_local))
+    RayExecutor().run(jobs, RunContext(suite="tiny"), collector(by_ray))
 
     def key(rows):
         return sorted((r["config_hash"], r["seed"], r["status"]) for r in rows)
@@ -421,14 +411,21 @@ def test_ray_and_local_executors_give_the_same_rows(ray_cluster, local):
             assert ok[r["job_id"]]["peak_mem_bytes"] > 0
 
 
-def crash_then_succeed(job: dict, context: dict) -> dict:
-    """Kills its Ray worker on the first ``job['crashes']`` attempts, then returns a row."""
-    marks = Path(job["marks"])
-    attempt = len(list(marks.iterdir())) + 1
-    (marks / str(attempt)).touch()
-    if attempt <= job["crashes"]:
-        os._exit(1)
-    return {"job_id": job["id"], "status": "ok", "attempt": attempt}
+def crash_then_succeed(marks: Path, crashes: int):
+    """A task body that kills its Ray worker on the first ``crashes`` attempts, then returns
+    the job's row."""
+
+    def task(job: dict, context: dict) -> dict:
+        from seqbench.recording.rows import RunContext, new_row
+
+        attempt = len(list(marks.iterdir())) + 1
+        (marks / str(attempt)).touch()
+        if attempt <= crashes:
+            os._exit(1)
+        row = new_row(Job.parse(job), RunContext(**context))
+        return row.update(status="ok", wall_s=0.0).to_dict()
+
+    return task
 
 
 def sleep_forever(job: dict, context: dict) -> dict:
@@ -436,22 +433,18 @@ def sleep_forever(job: dict, context: dict) -> dict:
     return {}
 
 
-def fake_job(tmp_path: Path, crashes: int) -> dict:
-    job = {**tiny_jobs(seeds=[0])[0], "marks": str(tmp_path), "crashes": crashes, "id": "x"}
-    return job
-
-
 def test_a_crashed_ray_worker_is_retried_a_bounded_number_of_times(ray_cluster, tmp_path):
     from seqbench.execution.ray_executor import RayExecutor
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    job = tiny_jobs(seeds=[0])[0]
     rows = []
-    RayExecutor(max_retries=2, task=crash_then_succeed).run(
-        [fake_job(tmp_path / "a", crashes=2)], {}, rows.append)
-    assert rows == [{"job_id": "x", "status": "ok", "attempt": 3}]
-    RayExecutor(max_retries=1, task=crash_then_succeed).run(
-        [fake_job(tmp_path / "b", crashes=5)], {}, rows.append)
+    RayExecutor(max_retries=2, task=crash_then_succeed(tmp_path / "a", 2)).run(
+        [job], RunContext(suite="tiny"), collector(rows))
+    assert [r["status"] for r in rows] == ["ok"] and len(list((tmp_path / "a").iterdir())) == 3
+    RayExecutor(max_retries=1, task=crash_then_succeed(tmp_path / "b", 5)).run(
+        [job], RunContext(suite="tiny"), collector(rows))
     assert rows[1]["status"] == "error" and "Ray worker died 2 times" in rows[1]["error"]
     assert len(list((tmp_path / "b").iterdir())) == 2
 
@@ -459,10 +452,11 @@ def test_a_crashed_ray_worker_is_retried_a_bounded_number_of_times(ray_cluster, 
 def test_a_hung_ray_task_is_cancelled_and_recorded_as_timeout(ray_cluster):
     from seqbench.execution.ray_executor import RayExecutor
 
-    job = {**tiny_jobs(seeds=[0])[0], "timeout_s": 0.5}
+    job = tiny_jobs(seeds=[0])[0].with_timeout(0.5)
     rows = []
     started = time.monotonic()
-    RayExecutor(grace_s=1.0, task=sleep_forever).run([job], RunContext(suite="tiny"), rows.append)
+    RayExecutor(grace_s=1.0, task=sleep_forever).run([job], RunContext(suite="tiny"),
+                                                     collector(rows))
     assert time.monotonic() - started < 60
     assert rows[0]["status"] == "timeout" and "Ray task was cancelled" in rows[0]["error"]
     assert rows[0]["job_id"] == job.job_id
@@ -481,5 +475,5 @@ def test_a_task_killed_by_rays_memory_monitor_is_oom_and_not_retried():
     row = RayExecutor(max_retries=3)._collect(KilledByMonitor(), None, _Attempt(job, 1, 0.0),
                                               RunContext(suite="tiny"))
     assert row is not None, "an OOM kill is recorded, not resubmitted"
-    assert row["status"] == "oom" and "memory monitor" in row["error"]
-    assert "low on memory." in row["error"] and "\n" not in row["error"]
+    assert row.status == "oom" and "memory monitor" in row.error
+    assert "low on memory." in row.error and "\n" not in row.error

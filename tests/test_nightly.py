@@ -14,7 +14,8 @@ import pytest
 from seqbench.config import expand, load_suite, parse_suite
 from seqbench.errors import SpecError
 from seqbench.execution import nightly as nt
-from seqbench.worker.job import base_row, run_job
+from seqbench.recording.rows import new_row
+from seqbench.worker.job import run_job
 
 TINY = {
     "name": "tiny-nightly", "seeds": [0, 1], "device": "cpu",
@@ -42,7 +43,7 @@ class FakeExecutor:
             rng = np.random.default_rng([self.seed, job.seed, len(job.model.name)])
             step = 0.01 * self.slowdown.get(job.model.name, 1.0)
             samples = list(step * rng.lognormal(0.0, 0.05, 30))
-            row = base_row(job, context)
+            row = new_row(job, context)
             row.update(status="ok", device_name=self.device, wall_s=0.1,
                        train_step_s_samples=samples,
                        train_tokens_per_s=32 * 8 / float(np.median(samples)),

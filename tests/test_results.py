@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_results_dir
 from matplotlib.colors import to_hex
 
 from seqbench.cli import main as cli_main
@@ -172,7 +173,7 @@ def test_load_reads_a_results_dir_one_row_per_job(tmp_path):
 def test_truncated_last_jsonl_line_is_reported_not_fatal(tmp_path):
     rows = suite_rows()
     path = write_dir(tmp_path / "r", rows, truncate_last=True, job_files=False)
-    with pytest.warns(ResultsWarning, match="truncated last line"):
+    with pytest.warns(ResultsWarning, match="truncated line"):
         frame = load(path / "results.jsonl")
     assert len(frame) == len(rows) - 1
     assert any("truncated" in n for n in frame.attrs["notes"])
@@ -261,12 +262,11 @@ def test_load_accepts_a_list_and_later_paths_win(tmp_path):
     assert frame["metric_accuracy"].tolist() == [0.7]
 
 
-def test_rows_of_one_job_at_several_context_positions_are_all_kept(tmp_path):
-    rows = [make_row(kind="stream", context_len=c, state_bytes=c) for c in (64, 256)]
-    assert rows[0]["job_id"] == rows[1]["job_id"]
-    (tmp_path / "jobs").mkdir()
-    (tmp_path / "jobs" / f"{rows[0]['job_id']}.json").write_text(json.dumps(rows))
-    frame = load(tmp_path)
+def test_stream_rows_at_several_context_positions_are_all_kept(tmp_path):
+    # each context position is a job of its own (one row per job, one job file per row)
+    rows = [make_row(kind="stream", seq_len=c, context_len=c, state_bytes=c) for c in (64, 256)]
+    assert rows[0]["job_id"] != rows[1]["job_id"]
+    frame = load(write_results_dir(tmp_path, rows))
     assert sorted(frame["context_len"]) == [64, 256]
 
 

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     task = build_task(args.task, args.seq_len)
-    cfg = TrainSpec(steps=args.steps, batch_size=args.batch_size, weight_decay=0.0).model_dump()
-    measure = MeasureSpec(warmup_steps=3).model_dump()
+    cfg = TrainSpec(steps=args.steps, batch_size=args.batch_size, weight_decay=0.0)
+    measure = MeasureSpec(warmup_steps=3)
     harness, bare = [], []
     for r in range(args.rounds):
         torch.manual_seed(r)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         harness += train(model, task, cfg, measure, torch.device("cpu"), seed=r).timing.samples_s
         torch.manual_seed(r)
         model = build_model(args.model, {"d_model": args.d_model}, task.info.io)
-        bare += bare_loop(model, task, args.steps, args.batch_size, cfg["lr"], cfg["clip"],
+        bare += bare_loop(model, task, args.steps, args.batch_size, cfg.lr, cfg.clip,
                           seed=r)[3:]
     h, b = statistics.median(harness), statistics.median(bare)
     print(f"{args.model} {args.task} L={args.seq_len} batch={args.batch_size} "

@@ -8,7 +8,7 @@ frontier policy relies on), then ``stream`` jobs (tasks x context positions x mo
 from __future__ import annotations
 
 from seqbench.catalog import TASKS
-from seqbench.config.job import Job, ModelRef, ScaleMeasure, TaskRef
+from seqbench.config.job import Job, JobKind, ModelRef, ScaleMeasure, TaskRef
 from seqbench.config.resolve import task_train
 from seqbench.config.spec import SPEC_FORMAT_VERSION, ScaleSpec, Suite, scale_settings
 
@@ -24,37 +24,38 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _scale_measures(scale: ScaleSpec) -> dict[str, ScaleMeasure]:
-    timing = {k: getattr(scale, k) for k in ("warmup_steps", "max_warmup_steps", "min_repeats",
-                                            "max_repeats", "budget_s")}
+def _scale_measures(scale: ScaleSpec) -> dict[JobKind, ScaleMeasure]:
+    timing = ScaleMeasure(batch_policy="fixed-batch", warmup_steps=scale.warmup_steps,
+                          max_warmup_steps=scale.max_warmup_steps,
+                          min_repeats=scale.min_repeats, max_repeats=scale.max_repeats,
+                          budget_s=scale.budget_s)
     # the batch policy, not the batch: under fixed-tokens the batch varies with the length, and
     # a job parameter varying along the sweep would split one curve into many configurations
-    policy = ({"batch_policy": "fixed-tokens", "tokens_per_batch": scale.tokens_per_batch}
-              if scale.batch_policy == "fixed-tokens"
-              else {"batch_policy": "fixed-batch", "batch_size": scale.batch_size})
-    return {"scale": ScaleMeasure(**policy, forward=scale.forward, **timing),
-            "stream": ScaleMeasure(batch_policy="fixed-batch", batch_size=scale.stream_batch,
-                                   **timing)}
+    if scale.batch_policy == "fixed-tokens":
+        policy = {"batch_policy": "fixed-tokens", "tokens_per_batch": scale.tokens_per_batch}
+    else:
+        policy = {"batch_policy": "fixed-batch", "batch_size": scale.batch_size}
+    return {"scale": timing.model_copy(update={**policy, "forward": scale.forward}),
+            "stream": timing.model_copy(update={"batch_size": scale.stream_batch})}
 
 
 def expand(suite: Suite, source: str = "spec") -> list[Job]:
     """The suite's jobs in sweep order (see the module docstring)."""
     device = resolve_device(suite.device)
-    common = {"spec_format": SPEC_FORMAT_VERSION, "suite_version": suite.version,
-              "measure": suite.measure, "device": device, "dtype": suite.dtype,
-              "timeout_s": suite.timeout_s}
+    # (kind, task index, lengths, its scale block, its memory cap)
+    plan: list[tuple[JobKind, int, list[int], ScaleMeasure | None, int | None]]
     if suite.kind == "train":
-        plan = [("train", i, t.seq_lens or [], {}) for i, t in enumerate(suite.tasks)]
+        plan = [("train", i, t.seq_lens or [], None, None) for i, t in enumerate(suite.tasks)]
     else:
         scale = scale_settings(suite)
         cap = int(scale.mem_cap_gib * GIB) if device == "cpu" else 0
         how = _scale_measures(scale)
-        plan = [(kind, i, lengths, {"scale": how[kind], "mem_cap_bytes": cap})
-                for kind, lengths in (("scale", scale.lengths()),
-                                      ("stream", scale.stream_positions))
+        sweeps: list[tuple[JobKind, list[int]]] = [("scale", scale.lengths()),
+                                                   ("stream", scale.stream_positions)]
+        plan = [(kind, i, lengths, how[kind], cap) for kind, lengths in sweeps
                 for i in range(len(suite.tasks))]
     jobs = []
-    for kind, i, lengths, extra in plan:
+    for kind, i, lengths, how_to_measure, mem_cap in plan:
         t = suite.tasks[i]
         train = task_train(suite, i, source)
         version = TASKS[t.name].load().version
@@ -62,10 +63,11 @@ def expand(suite: Suite, source: str = "spec") -> list[Job]:
             for m in suite.models:
                 for seed in suite.seeds:
                     jobs.append(Job(
-                        kind=kind, task=TaskRef(name=t.name, version=version, seq_len=L,
-                                                params=t.params),
-                        model=ModelRef(name=m.name, params=m.params), train=train, seed=seed,
-                        **common, **extra))
+                        spec_format=SPEC_FORMAT_VERSION, suite_version=suite.version, kind=kind,
+                        task=TaskRef(name=t.name, version=version, seq_len=L, params=t.params),
+                        model=ModelRef(name=m.name, params=m.params), train=train,
+                        measure=suite.measure, scale=how_to_measure, mem_cap_bytes=mem_cap,
+                        device=device, dtype=suite.dtype, seed=seed, timeout_s=suite.timeout_s))
     return jobs
 
 

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqbench.config.spec import Suite
+from seqbench.config.yaml_strict import parse_yaml
 from seqbench.errors import SpecError
 
 NAMED_LISTS = ("models", "tasks")
 
 
 def _parse_value(text: str, flag: str) -> Any:
-    from seqbench.config.load import parse_yaml
-
     try:
         return parse_yaml(text, flag) if text.strip() else ""
     except SpecError as exc:

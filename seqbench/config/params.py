@@ -33,7 +33,7 @@ def _lenient_sequences(annotation: Any) -> Any:
 
 def _model(name: str, fields: dict[str, tuple[Any, Any]]) -> type[BaseModel]:
     spec = {k: (_lenient_sequences(t), d) for k, (t, d) in fields.items()}
-    return create_model(name, __config__=_CONFIG, **spec)
+    return create_model(name, __config__=_CONFIG, **spec)  # type: ignore[call-overload]
 
 
 @functools.cache

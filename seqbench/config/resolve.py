@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from seqbench.catalog import MODELS, TASKS
+from seqbench.config.messages import spec_error
 from seqbench.config.params import check_signature
 from seqbench.config.spec import Suite, TaskSpec, TrainSpec, scale_settings, task_lengths
 from seqbench.errors import SpecError
@@ -29,8 +30,6 @@ def _at(field: str, exc: SpecError, source: str) -> SpecError:
 
 def task_train(suite: Suite, i: int, source: str) -> TrainSpec:
     """The suite's training settings with task ``i``'s overrides applied."""
-    from seqbench.config.load import spec_error
-
     try:
         return TrainSpec.model_validate({**suite.train.model_dump(), **suite.tasks[i].train})
     except ValidationError as exc:
@@ -71,7 +70,7 @@ def check_train(train: TrainSpec, field: str, source: str) -> None:
                         f"must be at most steps={train.steps}", source=source)
 
 
-def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> type:
+def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> Any:
     if task.name not in TASKS:
         raise SpecError(f"tasks[{i}].name", task.name, f"known tasks: {', '.join(TASKS.names())}",
                         source=source)
@@ -91,7 +90,7 @@ def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> type:
     return cls
 
 
-def _smallest_io(task_cls: type, task: TaskSpec, suite: Suite) -> Any:
+def _smallest_io(task_cls: Any, task: TaskSpec, suite: Suite) -> Any:
     """The task's model input/output, from a cheap build (synthetic tasks), else None."""
     if TASKS[task.name].kind != "synthetic":
         return None

@@ -103,6 +103,7 @@ class MeasureSpec(Strict):
 
 
 StopReason = Literal["oom", "timeout", "slow", "error", "diverged"]
+DEFAULT_STOP: tuple[StopReason, ...] = ("oom", "timeout", "slow")
 
 
 class ScaleSpec(Strict):
@@ -124,7 +125,7 @@ class ScaleSpec(Strict):
     budget_s: float = Field(2.0, gt=0)  # timed seconds per mode, after min_repeats
     max_step_s: float = Field(30.0, gt=0)  # a slower median training step is the time frontier
     max_prefill_s: float = Field(120.0, gt=0)  # the same for a stream's prompt (prefill)
-    stop_on: list[StopReason] = Field(default_factory=lambda: ["oom", "timeout", "slow"])
+    stop_on: list[StopReason] = Field(default_factory=lambda: list(DEFAULT_STOP))
     after_stop: Literal["skip", "run"] = "skip"  # longer lengths: `skipped` rows, or run anyway
     stream_positions: list[PositiveInt] = Field(default_factory=lambda: [1024, 4096, 16384])
     stream_batch: PositiveInt = 1

@@ -368,21 +368,20 @@ class LocalExecutor:
                 status, peak_rss, timed_out, baseline = launch(in_path, out_path, err_path, job)
             except ZygoteDied as e:
                 wall = time.perf_counter() - started
-                row = failed_row(job, context, "error", f"worker's {e}", wall)
-                return row.update(worker_start=start)
+                died = failed_row(job, context, "error", f"worker's {e}", wall)
+                return died.update(worker_start=start)
             wall = time.perf_counter() - started
-            row = None
+            row: Row | None = None
             if out_path.exists() and not timed_out:
-                try:
+                with contextlib.suppress(ValueError):  # cannot happen with atomic writes
                     row = Row.from_dict(json.loads(out_path.read_text(encoding="utf-8")))
-                except ValueError:
-                    row = None  # cannot happen with atomic writes; treat as no row
             if row is None and self._stopping.is_set():
                 row = failed_row(job, context, "interrupted", interrupted_text(Interrupted()),
                                  wall)
             elif row is None:
                 oom_after = host_oom_kills()
-                host_oom = None not in (oom_before, oom_after) and oom_after > oom_before
+                host_oom = (oom_before is not None and oom_after is not None
+                            and oom_after > oom_before)
                 state, error, sig = classify_exit(job, status, timed_out, peak_rss, host_oom,
                                                   _tail(err_path))
                 row = failed_row(job, context, state, error, wall, sig)

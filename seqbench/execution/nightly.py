@@ -225,7 +225,7 @@ def record(history: Path, entry: dict[str, Any]) -> None:
 # --- the night -----------------------------------------------------------------------------
 
 def device_of(rows: Sequence[dict[str, Any]]) -> str:
-    names = Counter(r.get("device_name") for r in rows if r.get("device_name"))
+    names = Counter(str(r["device_name"]) for r in rows if r.get("device_name"))
     return names.most_common(1)[0][0] if names else ""
 
 

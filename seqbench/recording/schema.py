@@ -198,9 +198,13 @@ def _type_name(annotation: Any) -> str:
     return "str"  # str and the Literal choices (status, kind)
 
 
+def _unit(extra: Any) -> str:
+    return str(extra.get("unit", "")) if isinstance(extra, dict) else ""
+
+
 FIELDS: tuple[FieldDoc, ...] = tuple(
-    FieldDoc(name, _type_name(f.annotation), (f.json_schema_extra or {}).get("unit", ""),
-             f.description or "", f.is_required())
+    FieldDoc(name, _type_name(f.annotation), _unit(f.json_schema_extra), f.description or "",
+             f.is_required())
     for name, f in Row.model_fields.items())
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 REQUIRED = tuple(f.name for f in FIELDS if f.required)

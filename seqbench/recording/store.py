@@ -289,15 +289,13 @@ class ResultStore:
     def _replace_lines(self, new: dict[str, dict[str, Any]]) -> None:
         """Rewrite the JSONL with the rows of ``new`` in place of their old lines (appended if
         they had none); every other line is kept as it was."""
-        found = self.read()
-        lines = [dumps(row) if row.get("job_id") not in new else None
-                 for _, row in found.jsonl_rows]
-        out, done = [], set()
-        for (_, row), line in zip(found.jsonl_rows, lines, strict=True):
-            job = row.get("job_id")
-            if line is not None:
-                out.append(line)
-            elif job not in done:
+        out: list[str] = []
+        done: set[str] = set()
+        for _, row in self.read().jsonl_rows:
+            job = str(row.get("job_id"))
+            if job not in new:
+                out.append(dumps(row))
+            elif job not in done:  # the first of its old lines becomes the new row
                 out.append(dumps(new[job]))
                 done.add(job)
         out += [dumps(r) for j, r in new.items() if j not in done]

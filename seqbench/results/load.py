@@ -96,7 +96,7 @@ def _read_path(path: Path, notes: Notes) -> list[dict[str, Any]]:
         return [{**r, "source": str(path)} for r in _read_parquet(path)]
     rows, problems = read_rows(path)
     for problem in problems:
-        notes.add(f"skipped or flagged: {problem}")
+        notes.add(f"skipped: {problem}")
     for row in rows:
         if not isinstance(row, dict):
             raise SpecError("results", str(path), "holds a row that is not a JSON object")

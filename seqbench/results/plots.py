@@ -20,6 +20,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import matplotlib.style
@@ -48,7 +49,8 @@ LEGEND_IN = 1.9  # room for the legend right of the panels
 DPI = 200
 CAPTION_PT = 7.5  # provenance caption font size
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # variants of one model: same colour, new marker
-FAILED_MARK = dict(marker="x", markersize=8, markeredgewidth=2, linestyle="none")
+FAILED_MARK: dict[str, Any] = {"marker": "x", "markersize": 8, "markeredgewidth": 2,
+                               "linestyle": "none"}
 GRID_AXES = ("seq_len", "context_len")  # x axes along which rows are grouped
 
 
@@ -108,17 +110,17 @@ def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "mod
         stats = stats.assign(_ctx=stats["context_len"].fillna(-1)).merge(
             xs.rename(columns={"mean": "_x"}), on=key, how="left").drop(columns="_ctx")
     stats["_hue"] = stats["model"] if hue == "model" else stats[hue].astype(str)
-    parts = [stats["label"]]
+    parts: list[pd.Series] = [stats["label"]]
     if hue not in ("model", "label", "variant"):
         parts.append(hue + "=" + stats[hue].astype(str))
     split = ["label", *([hue] if hue not in ("model", "label", "variant") else [])]
-    for key in ("task", "kind", "seq_len", "context_len"):
+    for column in ("task", "kind", "seq_len", "context_len"):
         # a key names lines only where one line would otherwise hold two points at one x
         # (streaming rows: context_len follows seq_len, so seq_len does not split them)
-        if key not in (x, facet, hue) and stats.groupby(
-                [*split, "_x"], dropna=False)[key].nunique().max() > 1:
-            parts.append(key + "=" + stats[key].astype(str))
-            split.append(key)
+        if column not in (x, facet, hue) and stats.groupby(
+                [*split, "_x"], dropna=False)[column].nunique().max() > 1:
+            parts.append(column + "=" + stats[column].astype(str))
+            split.append(column)
     stats["_line"] = parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
     return stats
 
@@ -528,5 +530,5 @@ def save(fig: Figure, path: str | Path, formats: Sequence[str] | None = None) ->
     with mpl.rc_context({"svg.hashsalt": "seqbench"}):  # fixed SVG ids: same rows, same bytes
         for target, fmt in targets:
             fig.savefig(target, format=fmt, dpi=DPI,
-                        metadata=provenance.metadata(fig.get_label(), caption, fmt))
+                        metadata=provenance.metadata(str(fig.get_label()), caption, fmt))
     return [t for t, _ in targets]

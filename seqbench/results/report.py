@@ -104,7 +104,7 @@ def _figures(df: pd.DataFrame, out: Path, formats: Sequence[str], n_boot: int,
         except SpecError:  # nothing of this kind in the rows
             continue
         plots.save(fig, out / "figures" / name, formats)
-        images.append(Image(f"figures/{name}.png", caption, alt=fig.get_label(),
+        images.append(Image(f"figures/{name}.png", caption, alt=str(fig.get_label()),
                             width_px=round(fig.get_figwidth() * 96)))
     return images
 
@@ -198,10 +198,10 @@ def write_report(results: pd.DataFrame | str | Path | Sequence[str | Path],
     else:
         sources = [results] if isinstance(results, (str, Path)) else list(results)
         df = load(sources, warn=False)  # the notes go into the report
-    sources = [str(p) for p in sources or []]
-    suites = [s for s in (suite_info(p) for p in sources) if s]
+    source_names = [str(p) for p in sources or []]
+    suites = [s for s in (suite_info(p) for p in source_names) if s]
     to_parquet(df, out / "rows.parquet")
-    doc = build(df, out, suites=suites, sources=sources, formats=formats, n_boot=n_boot,
+    doc = build(df, out, suites=suites, sources=source_names, formats=formats, n_boot=n_boot,
                 seed=seed, title=title)
     (out / "report.md").write_text(to_markdown(doc), encoding="utf-8")
     page = out / "report.html"

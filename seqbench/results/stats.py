@@ -162,7 +162,8 @@ def summary_table(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> p
         name = C.primary_metric(group) or ""
         if name and C.METRIC + name in by_metric.index:
             m = by_metric.loc[C.METRIC + name]
-            arrow = {True: " ↑", False: " ↓"}.get(C.info(df, C.METRIC + name).higher_is_better, "")
+            higher = C.info(df, C.METRIC + name).higher_is_better
+            arrow = "" if higher is None else (" ↑" if higher else " ↓")
             row["metric"] = name + arrow
             row["value"] = cell_text(m) if m["n"] else "-"
         else:

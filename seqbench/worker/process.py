@@ -75,15 +75,13 @@ def preload() -> None:
     registered model and task module, and torch._dynamo (the first optimizer a process builds
     imports it: 1.9 s of every job on a 2-core CPU). A module that fails to import here is left
     for the job to import, and to report."""
-    import importlib
 
     import torch._dynamo  # noqa: F401
 
     import seqbench.worker.job  # noqa: F401
+    from seqbench.config.params import check_dataclass, check_signature
     from seqbench.worker.data import TASKS
     from seqbench.worker.models import MODELS
-
-    from seqbench.config.params import check_dataclass, check_signature
     from seqbench.worker.models.base import BackboneConfig
 
     check_dataclass(BackboneConfig, {}, "preload")

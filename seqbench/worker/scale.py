@@ -33,6 +33,7 @@ from seqbench.errors import BackendUnavailable
 from seqbench.recording.schema import Row
 from seqbench.worker.build import DTYPES, build, describe
 from seqbench.worker.measure import CudaMemory, is_cuda, repeat, timed
+from seqbench.worker.models.base import Backbone
 from seqbench.worker.peaks import peak_fields
 
 TRAIN_FLOPS_PER_FWD = 3  # forward + backward (2x forward): Kaplan et al. 2020, nanoGPT MFU
@@ -53,7 +54,7 @@ def compute_dtype(job: Job, device: torch.device) -> torch.dtype:
     return autocast_dtype(job.train, device) or DTYPES[job.dtype]
 
 
-def flop_fields(model: torch.nn.Module, batch: int, input_len: int) -> dict[str, Any]:
+def flop_fields(model: Backbone, batch: int, input_len: int) -> dict[str, Any]:
     try:
         fwd = float(model.forward_flops(batch, input_len))
     except NotImplementedError as exc:

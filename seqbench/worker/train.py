@@ -59,8 +59,10 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay matrices only; norms, biases, embeddings' 1-d params and the model's declared
     no-decay parameters (SSM dynamics) get none."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    declared = getattr(model, "no_weight_decay", None)
+    skip: set[str] = declared() if callable(declared) else set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
@@ -72,7 +74,8 @@ def make_optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
     if train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
     cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=train.lr, betas=tuple(train.betas))
+    beta1, beta2 = train.betas
+    return cls(groups, lr=train.lr, betas=(beta1, beta2))
 
 
 def lr_factor(step: int, train: TrainSpec) -> float:

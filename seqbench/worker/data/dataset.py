@@ -21,7 +21,7 @@ import hashlib
 import inspect
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -74,8 +74,7 @@ def holdout(keys: list[str] | int, n_holdout: int, seed: int, stream: str,
 
 def check_params(cls: type, params: dict[str, Any], task: str) -> None:
     """Refuse task params the constructor does not take, before any job starts."""
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",
-                                                                                 "seq_len")]
+    accepted = [p for p in inspect.signature(cls).parameters if p != "seq_len"]
     for key in params:
         if key not in accepted:
             raise SpecError(f"tasks.{task}.params.{key}", key,
@@ -183,7 +182,8 @@ class ArrayTask(Task):
 class ClassificationTask(ArrayTask):
     """One label per sequence; accuracy and cross-entropy, majority-class baselines."""
 
-    def set_classification_info(self, input_kind: str, input_dim: int, n_classes: int) -> None:
+    def set_classification_info(self, input_kind: Literal["tokens", "channels"], input_dim: int,
+                                n_classes: int) -> None:
         baselines, notes = class_baselines(self.splits["train"][1], self.splits["eval"][1],
                                            n_classes)
         self.info = TaskInfo(

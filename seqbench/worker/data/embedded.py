@@ -274,7 +274,7 @@ class Forecast(ArrayTask):
         baselines, notes = {}, {}
         for metric, fn in (("mse", lambda e: e.pow(2)), ("mae", lambda e: e.abs())):
             scores = {name: float(fn(f - y).mean()) for name, f in forecasts.items()}
-            best = min(scores, key=scores.get)
+            best = min(scores, key=lambda name: scores[name])
             baselines[metric] = scores[best]
             notes[metric] = (f"{best} forecast on the eval split (" + ", ".join(
                 f"{name} {score:.4g}" for name, score in scores.items()) + ")")

@@ -146,7 +146,7 @@ class Block(nn.Module):
         self.mixer = mixer
         self.drop = nn.Dropout(cfg.dropout)
         hidden = round(cfg.mlp_ratio * d)
-        self.mlp: nn.Module | None = None
+        self.mlp: nn.Sequential | None = None
         if hidden > 0:
             self.mlp_norm = _norm(cfg.norm, d)
             self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
@@ -175,7 +175,8 @@ class Block(nn.Module):
         """Two matmuls of the MLP (D -> hidden -> D) over ``tokens`` positions."""
         if self.mlp is None:
             return 0.0
-        first: nn.Linear = self.mlp[0]
+        first = self.mlp[0]
+        assert isinstance(first, nn.Linear)
         return 2.0 * tokens * 2 * first.in_features * first.out_features
 
 
@@ -195,12 +196,13 @@ class Backbone(nn.Module):
             self.embed = nn.Linear(io.input_dim, d)
         self.blocks = nn.ModuleList(Block(mixer_cls(d, mixer_cfg), cfg)
                                     for _ in range(cfg.n_layers))
+        self.mixers: list[Mixer] = [block.mixer for block in self.blocks]  # type: ignore[misc]
         self.norm_f = _norm(cfg.norm, d)
         self.head = nn.Linear(d, io.output_dim)
 
     @property
     def kernel_path(self) -> str:
-        paths = {b.mixer.kernel_path for b in self.blocks}
+        paths = {m.kernel_path for m in self.mixers}
         return paths.pop() if len(paths) == 1 else "+".join(sorted(paths))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,17 +218,17 @@ class Backbone(nn.Module):
     # --- streaming inference: one token at a time through every block --------------------
     @property
     def supports_step(self) -> bool:
-        return all(b.mixer.supports_step for b in self.blocks)
+        return all(m.supports_step for m in self.mixers)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Any]:
-        return [b.mixer.init_state(batch, device, dtype) for b in self.blocks]
+        return [m.init_state(batch, device, dtype) for m in self.mixers]
 
     def step(self, x_t: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
         # x_t: (B,) tokens or (B, C) channels -> per-position output (B, out)
         h = self.embed(x_t)  # (B, D)
         new_state = []
         for block, s in zip(self.blocks, state, strict=True):
-            h, s = block.step(h, s)
+            h, s = block.step(h, s)  # type: ignore[operator]
             new_state.append(s)
         return self.head(self.norm_f(h)), new_state
 
@@ -236,12 +238,12 @@ class Backbone(nn.Module):
         h = self.embed(x)  # (B, L, D)
         state = []
         for block in self.blocks:
-            h, s = block.prefill(h)
+            h, s = block.prefill(h)  # type: ignore[operator]
             state.append(s)
         return self.head(self.norm_f(h)), state
 
     def state_size(self, seq_len: int, batch: int = 1, bytes_per_element: int = 4) -> int:
-        return sum(b.mixer.state_size(seq_len, batch, bytes_per_element) for b in self.blocks)
+        return sum(m.state_size(seq_len, batch, bytes_per_element) for m in self.mixers)
 
     def forward_flops(self, batch: int, seq_len: int) -> float:
         """Matmul FLOPs of one forward pass over ``(batch, seq_len)``: the input projection (an
@@ -250,19 +252,19 @@ class Backbone(nn.Module):
         tokens = batch * seq_len
         d = self.cfg.d_model
         flops = 0.0 if self.io.input_kind == "tokens" else 2.0 * tokens * self.io.input_dim * d
-        for block in self.blocks:
-            flops += block.mixer.forward_flops(batch, seq_len) + block.mlp_flops(tokens)
+        for block, mixer in zip(self.blocks, self.mixers, strict=True):
+            flops += mixer.forward_flops(batch, seq_len) + block.mlp_flops(tokens)  # type: ignore[operator]
         head_positions = tokens if self.io.per_position else batch
         return flops + 2.0 * head_positions * d * self.io.output_dim
 
     def row_fields(self) -> dict[str, Any]:
         """The mixers' own row fields (every block's mixer has the same config)."""
-        return self.blocks[0].mixer.row_fields()
+        return self.mixers[0].row_fields()
 
     def no_weight_decay(self) -> set[str]:
         names = set()
-        for i, block in enumerate(self.blocks):
-            names |= {f"blocks.{i}.mixer.{n}" for n in block.mixer.no_weight_decay()}
+        for i, mixer in enumerate(self.mixers):
+            names |= {f"blocks.{i}.mixer.{n}" for n in mixer.no_weight_decay()}
         return names
 
 

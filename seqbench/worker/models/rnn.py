@@ -32,7 +32,7 @@ class RecurrentConfig:
 class _Recurrent(Mixer):
     Config = RecurrentConfig
     supports_step: ClassVar[bool] = True
-    cell: ClassVar[type[nn.RNNBase]]
+    cell: ClassVar[type[nn.RNN] | type[nn.LSTM] | type[nn.GRU]]
     states_per_layer: ClassVar[int] = 1  # LSTM carries (h, c)
     gates: ClassVar[int] = 1  # D x D weight blocks per input (RNN 1, GRU 3, LSTM 4)
 
