@@ -124,6 +124,26 @@ TASKS.add(TaskEntry("copy", f"{_D}.synthetic:CopyMemory",
                     "copy memory (TCN study): recall 10 symbols after a delay T", kind="synthetic"))
 TASKS.add(TaskEntry("adding", f"{_D}.synthetic:Adding",
                     "adding problem (TCN variant): sum the two marked values", kind="synthetic"))
+TASKS.add(TaskEntry("selective_copy", f"{_D}.recall:SelectiveCopying",
+                    "selective copying (Mamba; variant mad: MAD's layout)", kind="synthetic"))
+TASKS.add(TaskEntry("induction", f"{_D}.recall:InductionHeads",
+                    "induction heads (Mamba): recall the token after the trigger",
+                    kind="synthetic"))
+TASKS.add(TaskEntry("mqar", f"{_D}.recall:MQAR",
+                    "multi-query associative recall (zoology)", kind="synthetic"))
+TASKS.add(TaskEntry("mad_recall", f"{_D}.mad:InContextRecall",
+                    "MAD in-context recall", kind="synthetic"))
+TASKS.add(TaskEntry("mad_noisy_recall", f"{_D}.mad:NoisyInContextRecall",
+                    "MAD noisy in-context recall", kind="synthetic"))
+TASKS.add(TaskEntry("mad_fuzzy_recall", f"{_D}.mad:FuzzyInContextRecall",
+                    "MAD fuzzy in-context recall (multi-token keys and values)",
+                    kind="synthetic"))
+TASKS.add(TaskEntry("mad_selective_copy", f"{_D}.mad:MADSelectiveCopying",
+                    "MAD selective copying", kind="synthetic"))
+TASKS.add(TaskEntry("mad_compression", f"{_D}.mad:Compression",
+                    "MAD compression: a sequence through one vector and back", kind="synthetic"))
+TASKS.add(TaskEntry("mad_memorization", f"{_D}.mad:Memorization",
+                    "MAD memorization: a fixed key-value map", kind="synthetic"))
 TASKS.add(TaskEntry("digits", f"{_D}.embedded:Digits",
                     "scikit-learn 8x8 digits, pixel by pixel (64 steps)", kind="embedded"))
 TASKS.add(TaskEntry("pdigits", f"{_D}.embedded:PermutedDigits",

@@ -7,6 +7,16 @@ from disjoint seed streams, and the same seed gives the same bytes.
 Shapes: ``x`` is ``(B, L)`` int64 tokens or ``(B, L, C)`` float channels; ``y`` is ``(B, L)``
 int64 labels (``-100`` = not scored) for per-position classification, ``(B,)`` labels for pooled
 classification, ``(B, L, K)`` or ``(B, K)`` floats for regression.
+
+Optional parts of the contract (defaults here keep every task working without them):
+
+- ``sample_train(gen, batch_size, device)``: a training batch, when a task trains on other labels
+  than it scores (MAD's recall tasks train on next-token targets and score the recalled values)
+  or on another distribution (MAD's fuzzy recall); defaults to ``sample``.
+- ``n_train``: ``None`` (fresh examples every step), or the size of a fixed training set drawn
+  once from the train stream and cycled in shuffled epochs (MAD's training-set-size axis).
+- ``slice_sums(out, y, x)``: per-slice metric sums, ``{slice: {metric: (sum, count)}}``, for one
+  evaluation batch (see :meth:`Task.slice_sums`).
 """
 
 from __future__ import annotations
@@ -73,6 +83,7 @@ class Task:
 
     version: ClassVar[int] = 1  # bump when the data definition changes: it enters config hashes
     info: TaskInfo
+    n_train: int | None = None  # None: fresh examples every step; else a fixed training set
 
     def __init__(self, seq_len: int, **params: Any) -> None:
         self.seq_len = seq_len
@@ -106,10 +117,17 @@ class Task:
         """One batch ``(x, y)`` drawn with ``gen`` on ``device`` (synthetic tasks)."""
         raise NotImplementedError
 
+    def sample_train(self, gen: torch.Generator, batch_size: int, device: torch.device):
+        """One training batch; the same as :meth:`sample` unless a task trains on other labels
+        (or another distribution) than it is scored on."""
+        return self.sample(gen, batch_size, device)
+
     def train_batches(self, seed: int, batch_size: int, device: torch.device) -> Iterator:
         gen = generator(seed, "train", device)
+        if self.n_train is not None:
+            yield from finite_train_batches(self, gen, self.n_train, batch_size, device)
         while True:
-            yield self.sample(gen, batch_size, device)
+            yield self.sample_train(gen, batch_size, device)
 
     def eval_batches(self, seed: int, batch_size: int, n_examples: int,
                      device: torch.device, split: Split = "eval") -> Iterator:
@@ -135,3 +153,97 @@ class Task:
             return {"loss": (ce.item(), n), "accuracy": (correct.sum().item(), n)}
         err = (out.float() - y.float()).pow(2)
         return {"mse": (err.sum().item(), err.numel())}
+
+    def slice_sums(self, out: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+                   ) -> dict[str, dict[str, tuple[float, int]]]:
+        """Per-slice (sum, count) of the task's metrics on one evaluation batch.
+
+        ``out``, ``y``, ``x`` are what :meth:`metric_sums` sees plus the batch's inputs (a slice
+        can depend on the layout, e.g. where a key first occurs). Returns
+        ``{slice_name: {metric_name: (sum, count)}}`` with the metric names of
+        :meth:`metric_sums`; slice names read ``"<dimension>:<lo>-<hi>"`` (both ends included).
+        A slice absent from a batch is absent from its dict, so evaluation sums each
+        (slice, metric) over batches and divides once, exactly as for :meth:`metric_sums`.
+        Default: no slices.
+        """
+        return {}
+
+
+def finite_train_batches(task: Task, gen: torch.Generator, n_train: int, batch_size: int,
+                         device: torch.device) -> Iterator:
+    """Batches from a fixed training set of ``n_train`` examples drawn once with ``gen``.
+
+    The set is drawn in chunks of :data:`POOL_CHUNK` (so it depends on the seed and
+    ``n_train``, not on the batch size), stored in the smallest integer type that holds it, and
+    cycled in epochs, each a fresh permutation from ``gen``; a batch that runs past the end of
+    an epoch continues into the next one, so every batch has ``batch_size`` examples.
+    """
+    xs, ys = [], []
+    for start in range(0, n_train, POOL_CHUNK):
+        x, y = task.sample_train(gen, min(POOL_CHUNK, n_train - start), device)
+        xs.append(_compact(x))
+        ys.append(_compact(y))
+    pool_x, pool_y = torch.cat(xs), torch.cat(ys)
+    order = torch.empty(0, dtype=torch.long, device=device)
+    while True:
+        while order.numel() < batch_size:
+            order = torch.cat([order, torch.randperm(n_train, generator=gen, device=device)])
+        take, order = order[:batch_size], order[batch_size:]
+        yield _widen(pool_x[take]), _widen(pool_y[take])
+
+
+POOL_CHUNK = 1024  # examples drawn per call when a fixed training set is built
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """Integer tensors in int16/int32 when their values fit (a pool of tokens and -100s)."""
+    if t.dtype != torch.long or t.numel() == 0:
+        return t
+    lo, hi = int(t.min()), int(t.max())
+    for dtype in (torch.int16, torch.int32):
+        info = torch.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return t.to(dtype)
+    return t
+
+
+def _widen(t: torch.Tensor) -> torch.Tensor:
+    return t.long() if t.dtype in (torch.int16, torch.int32) else t
+
+
+def pow2_bucket(values: torch.Tensor) -> torch.Tensor:
+    """Power-of-two bucket of positive integers: k for values in [2^k, 2^(k+1)) (exact: frexp
+    splits v = m 2^e with m in [0.5, 1), so k = e - 1)."""
+    _, exponent = torch.frexp(values.clamp(min=1).double())
+    return exponent.long() - 1
+
+
+def pow2_slice_sums(out: torch.Tensor, y: torch.Tensor, value: torch.Tensor, dimension: str
+                    ) -> dict[str, dict[str, tuple[float, int]]]:
+    """Loss and accuracy sums of a per-position classification batch, sliced by ``value``.
+
+    ``value`` is an integer per position, ``(B, L)`` like ``y`` (read at scored positions
+    only, each >= 1); position ``(b, t)`` goes to slice ``"<dimension>:<2^k>-<2^(k+1)-1>"``
+    with ``k = floor(log2(value))``. Only scored positions are gathered, so the cost is that of
+    the scored logits, not of the whole ``(B, L, V)`` output.
+    """
+    scored = y != IGNORE
+    logits = out[scored].float()  # (S, V)
+    labels, v = y[scored], value[scored]
+    if labels.numel() == 0:
+        return {}
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    correct = (logits.argmax(-1) == labels).double()
+    bucket = pow2_bucket(v)
+    n_buckets = int(bucket.max()) + 1
+    counts = torch.bincount(bucket, minlength=n_buckets)
+    ce_sum = torch.zeros(n_buckets, dtype=torch.double, device=ce.device)
+    ce_sum.index_add_(0, bucket, ce.double())
+    hit_sum = torch.zeros(n_buckets, dtype=torch.double, device=ce.device)
+    hit_sum.index_add_(0, bucket, correct)
+    result = {}
+    for k in torch.nonzero(counts).flatten().tolist():
+        n = int(counts[k])
+        name = f"{dimension}:{2 ** k}-{2 ** (k + 1) - 1}"
+        result[name] = {"loss": (float(ce_sum[k]), n), "accuracy": (float(hit_sum[k]), n)}
+    return result
