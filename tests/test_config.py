@@ -58,7 +58,8 @@ def test_scale_jobs_hash_only_the_training_keys_they_use():
     suite = parse_suite({"name": "s", "kind": "scale", "models": [{"name": "gru"}],
                          "tasks": [{"name": "adding"}], "scale": {"max_len": 256},
                          "device": "cpu"})
-    scale, stream = [j for j in expand(suite) if j.kind == "scale"][0], expand(suite)[-1]
+    scale = next(j for j in expand(suite) if j.kind == "scale")
+    stream = expand(suite)[-1]
     assert set(scale.dump()["train"]) == {"optimizer", "lr", "weight_decay", "betas",
                                           "momentum", "clip", "autocast"}
     assert stream.kind == "stream" and stream.dump()["train"] == {"autocast": "auto"}
@@ -112,7 +113,7 @@ def test_model_task_and_seed_filters_narrow_the_sweep_without_changing_hashes():
     only = expand(parse_suite(base, overrides=Overrides.from_flags(models="lstm", seeds="0")))
     assert {j.model.name for j in only} == {"lstm"} and {j.seed for j in only} == {0}
     assert all(j.job_id in every for j in only)
-    with pytest.raises(SpecError, match="--models.*'rnn'.*it has gru, lstm"):
+    with pytest.raises(SpecError, match=r"--models.*'rnn'.*it has gru, lstm"):
         parse_suite(base, overrides=Overrides.from_flags(models="rnn"))
     with pytest.raises(SpecError, match="--seeds"):
         Overrides.from_flags(seeds="0,-1")
@@ -177,7 +178,7 @@ def test_task_params_are_checked_strictly_at_spec_load(params, fragments):
 
 
 def test_warmup_longer_than_training_is_refused():
-    with pytest.raises(SpecError, match="train.warmup_steps.*at most steps=4"):
+    with pytest.raises(SpecError, match=r"train.warmup_steps.*at most steps=4"):
         parse_suite(tiny_spec(train={"steps": 4, "warmup_steps": 9}))
 
 

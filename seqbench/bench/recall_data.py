@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ from seqbench.worker.data import build_task
 from seqbench.worker.data.base import generator
 from seqbench.worker.models import build_model
 
-SETTINGS = [  # (task, seq_len, params, batch)
+SETTINGS: list[tuple[str, int, dict[str, Any], int]] = [  # (task, seq_len, params, batch)
     ("selective_copy", 4096, {}, 64),
     ("induction", 4096, {}, 8),
     ("mqar", 1024, {"num_kv_pairs": 256}, 64),

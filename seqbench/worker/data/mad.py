@@ -200,7 +200,7 @@ def distinct_tuples(gen: torch.Generator, shape: tuple[int, ...], size: int, n: 
     The i-th element is uniform on the ``n - i`` values not yet taken (sequential draws without
     replacement), so every prefix is itself a uniform ordered tuple.
     """
-    out = []
+    out: list[torch.Tensor] = []
     for i in range(size):
         r = torch.randint(0, n - i, shape, generator=gen, device=device)
         if out:

@@ -316,7 +316,7 @@ def checked_params(cls: type[Task], seq_len: Any, params: dict[str, Any]) -> dic
     constructor param, defaults filled in from the signature."""
     if isinstance(seq_len, bool) or not isinstance(seq_len, int):
         raise SpecError("seq_len", seq_len, "must be an integer")
-    Task.check.__func__(cls, seq_len, params)
+    Task.check.__func__(cls, seq_len, params)  # type: ignore[attr-defined]
     signature = inspect.signature(cls.__init__).parameters
     return {name: params.get(name, p.default) for name, p in signature.items()
             if name not in ("self", "seq_len")}
