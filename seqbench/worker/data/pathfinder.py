@@ -10,16 +10,24 @@ is ``paddle_length`` long; the next one starts ``2 * margin`` further on, turned
 drawn from candidates at about one pixel of arc apart with weight
 ``cos(min(|turn| * continuity, pi / 2)) ** 2``, among those that stay inside the image and
 keep ``thickness + 2 * margin`` away from every earlier paddle (snakes.py's
-``get_coords_cmf`` and dilated-mask test). The two target contours start ``seed_distance``
-apart near the centre and have ``contour_length`` paddles each (6 easy, 9 intermediate, 14
-hard; LRA's Pathfinder is 32x32 hard, Path-X 128x128 hard); an image whose targets cannot be
-grown is drawn again. Distractors have ``contour_length // 3`` paddles, and there are
-``distractor_budget // (contour_length // 3)`` of them (dropped after 5 failed attempts).
+``get_coords_cmf`` and dilated-mask test; we test the clearance on a grid of
+``grid`` cells per pixel, to within about half a cell). The two target contours start
+``seed_distance`` apart near the centre and have ``contour_length`` paddles each (6 easy, 9
+intermediate, 14 hard; LRA's Pathfinder is 32x32 hard, Path-X 128x128 hard). Long targets
+often run into the border: snakes2 redraws the pair until both complete, at 64x64 hard about
+one pair in 1,000. We grow the first target, then the second (snakes2 extends them in
+turns), each by vectorised rejection: 4, 8, ..., 64 independent attempts from its seed per
+round, the first complete one kept, the image redrawn after 8 failed rounds. Every contour
+obeys the same rules; the second target sees the whole first one instead of its growing
+prefix, so the joint shape distribution differs slightly from snakes2's. Distractors have
+``contour_length // 3`` paddles, and there are ``distractor_budget // (contour_length // 3)``
+of them (each dropped after 5 failed attempts).
 One marker sits on the start of one target; the other on the far end of the same target
 (label 1) or of the other target (label 0), the label a fair coin. Paddles are drawn
-anti-aliased with intensity ``min(1, contrast * coverage)``, markers with their coverage;
-pixels are the maximum over shapes, times 255, as uint8. (The original rescales each image
-to its own maximum when saving; we do not.)
+anti-aliased with intensity ``min(1, contrast * coverage)`` (coverage
+``clip(thickness / 2 + 0.5 - distance, 0, 1)``), markers with their coverage; pixels are the
+maximum over shapes, times 255, as uint8. (The original draws at 2-4x and downsamples with a
+Lanczos filter, and rescales each image to its own maximum when saving; we do neither.)
 
 Settings (LRA's builder docstrings): 32: paddle 2, thickness 0.5, margin 1, seed distance 7,
 marker radius 1.5, continuity 1.0, distractor budget 20, contrast 2 x 0.75; 64: paddle 5,
@@ -37,8 +45,11 @@ Data: LRA splits 200,000 images per difficulty 80/10/10; here ``n_train`` (160,0
 ``n_eval`` and ``n_test`` (20,000 each), generated once per ``data_seed`` in chunks of 256
 images seeded independently, and cached under the data directory
 (:mod:`seqbench.worker.data.cache`). ``n_train: null`` draws fresh training images for every
-batch from the job seed instead. ``python -m seqbench.worker.data.pathfinder --grid out.png``
-saves a grid of samples to look at.
+batch from the job seed instead. Generation speed on one core (``python -m
+seqbench.bench.generators``): about 360 images/s at 32x32, 70 at 64x64 and 128x128, so the
+LRA sizes take about 10 minutes at 32x32 and 45 at 128x128, once per seed.
+``python -m seqbench.worker.data.pathfinder --grid out.png`` saves a grid of samples to look
+at.
 """
 
 from __future__ import annotations
@@ -141,11 +152,27 @@ def stamp_bank(style: Style) -> np.ndarray:
     return dist[None] <= clear[:, None, None, None, None, None]
 
 
+@functools.cache
+def stamp_offsets(style: Style) -> tuple[np.ndarray, int]:
+    """The stamps as flat offsets into a grid padded by ``half`` cells on every side:
+    ``((margins, ANGLES, SUB, SUB, N) int64, half)``, each list padded with its first entry
+    (blocking a cell twice is harmless)."""
+    bank = stamp_bank(style)
+    half = (bank.shape[-1] - 1) // 2
+    width = style.res * style.grid + 2 * half
+    flat = bank.reshape(-1, bank.shape[-2], bank.shape[-1])
+    lists = [(ys - half) * width + (xs - half) for ys, xs in (np.nonzero(b) for b in flat)]
+    longest = max(len(x) for x in lists)
+    out = np.stack([np.concatenate([x, np.full(longest - len(x), x[0])]) for x in lists])
+    return out.reshape(*bank.shape[:4], longest), half
+
+
 class Canvas:
     """Paddles of a batch of images being grown (numpy, vectorised over images).
 
-    Where a new paddle may go is kept in a boolean grid at twice the image resolution: a cell
-    is blocked when its centre is within ``thickness + 2 * margin`` of a committed paddle. A
+    Where a new paddle may go is kept in a boolean grid of ``style.grid`` cells per pixel
+    (padded on every side): a cell is blocked when its centre is within
+    ``thickness + 2 * margin`` of a committed paddle. A
     snake's newest paddle is committed only once the next one is placed (snakes.py adds
     ``last_segment_mask`` to the mask after the next extension), so consecutive paddles need
     not keep that distance from each other.
@@ -160,13 +187,15 @@ class Canvas:
         self.margin = rng.choice(np.array(style.margins, dtype=np.float64), size=n)
         self.clear = style.thickness + 2 * self.margin  # (n,) centre-line clearance
         self.scale = style.grid
-        g = style.res * self.scale
+        self.offsets, self.pad = stamp_offsets(style)
+        g = style.res * self.scale + 2 * self.pad
         self.blocked = np.zeros((n, g, g), dtype=bool)
 
     def subset(self, rows: np.ndarray) -> Canvas:
         """A canvas holding only the images ``rows`` (same generator)."""
         out = Canvas.__new__(Canvas)
         out.style, out.rng, out.scale = self.style, self.rng, self.scale
+        out.offsets, out.pad = self.offsets, self.pad
         for name in ("seg", "used", "snake", "count", "margin", "clear", "blocked"):
             setattr(out, name, getattr(self, name)[rows])
         return out
@@ -176,9 +205,11 @@ class Canvas:
         return ((pts >= lo) & (pts <= hi)).all(-1)
 
     def cells(self, pts: np.ndarray) -> np.ndarray:
-        """Grid cell of points (pixel coordinates), clipped to the grid: ``(..., 2)`` (x, y)."""
+        """Grid cell ``(x, y)`` of points (pixel coordinates) in the padded grid, clipped to
+        the image's cells."""
         g = self.style.res * self.scale
-        return np.clip(np.floor((pts + 0.5) * self.scale), 0, g - 1).astype(np.int64)
+        c = np.clip(np.floor((pts + 0.5) * self.scale), 0, g - 1).astype(np.int64)
+        return c + self.pad
 
     def free(self, rows: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Whether candidate paddles ``seg (r, K, 4)`` of images ``rows`` avoid blocked cells."""
@@ -186,7 +217,7 @@ class Canvas:
         t = np.linspace(0, 1, n_pts)[:, None]
         pts = seg[..., None, :2] + t * (seg[..., None, 2:] - seg[..., None, :2])  # (r,K,S,2)
         c = self.cells(pts)
-        g = self.style.res * self.scale
+        g = self.blocked.shape[-1]
         flat = (rows[:, None, None] * g + c[..., 1]) * g + c[..., 0]
         return ~self.blocked.reshape(-1)[flat].any(-1)
 
@@ -202,17 +233,12 @@ class Canvas:
         angle = np.round(np.arctan2(d[:, 1], d[:, 0]) % math.pi / math.pi * ANGLES)
         margin = np.searchsorted(np.array(self.style.margins, dtype=np.float64),
                                  self.margin[rows])
-        stamp = stamp_bank(self.style)[margin, angle.astype(np.int64) % ANGLES,
-                                       sub[:, 1], sub[:, 0]]  # (r, W, W)
-        half = (stamp.shape[-1] - 1) // 2
-        offs = np.arange(-half, half + 1)
-        gx = base[:, 0, None, None] + offs[None, None, :]
-        gy = base[:, 1, None, None] + offs[None, :, None]
-        gx, gy = np.broadcast_arrays(gx, gy)
-        g = self.style.res * self.scale
-        m = stamp & (gx >= 0) & (gx < g) & (gy >= 0) & (gy < g)
-        r = np.broadcast_to(rows[:, None, None], gx.shape)
-        self.blocked[r[m], gy[m], gx[m]] = True
+        offs = self.offsets[margin, angle.astype(np.int64) % ANGLES, sub[:, 1], sub[:, 0]]
+        g = self.blocked.shape[-1]
+        centre = (rows * g + base[:, 1] + self.pad) * g + base[:, 0] + self.pad  # (r,)
+        flat = self.blocked.reshape(-1)
+        assert np.shares_memory(flat, self.blocked)  # a view: the write lands in the grid
+        flat[centre[:, None] + offs] = True
 
     def place(self, rows: np.ndarray, seg: np.ndarray, snake: int) -> np.ndarray:
         slot = self.count[rows]
