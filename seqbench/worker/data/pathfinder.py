@@ -35,7 +35,8 @@ thickness 1, margin 1, seed distance 12, radius 2.5, continuity 1.8, budget 22, 
 128: paddle 5, thickness 1.5, margin 2 or 3 (per image), seed distance 20, radius 3,
 continuity 1.8, budget 35, contrast 0.9. Padding 1 pixel.
 
-Input: the image row by row, ``seq_len = res ** 2`` (1,024, 4,096, 16,384). LRA feeds the
+Input: the image row by row, ``seq_len = res ** 2`` (1,024, 4,096, 16,384): at 32x32 the
+pixel in row 3, column 5 is input position ``3 * 32 + 5 = 101``. LRA feeds the
 grey values as integer tokens 0..255 (``lra_benchmarks/image/input_pipeline.py``, vocabulary
 256, ``normalize=False``), our default; ``encoding: grey`` gives one channel of value / 255
 instead. Pooled binary classification, chance 0.5 (labels are balanced in expectation; the
