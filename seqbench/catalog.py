@@ -168,3 +168,28 @@ TASKS.add(TaskEntry("ptb_char", f"{_D}.local:PTBChar",
                     "character-level LM on Penn Treebank", kind="local"))
 TASKS.add(TaskEntry("speech_commands", f"{_D}.local:SpeechCommands",
                     "Speech Commands v0.02, 35 words, raw 16 kHz audio", kind="local"))
+TASKS.add(TaskEntry("listops", f"{_D}.listops:ListOps",
+                    "LRA ListOps: evaluate nested MIN/MAX/MED/SM expressions (10 classes)"))
+TASKS.add(TaskEntry("pathfinder", f"{_D}.pathfinder:Pathfinder",
+                    "LRA Pathfinder / Path-X: are two markers on one dashed contour? (res^2 px)"))
+_FORMAL = (
+    ("parity_check", "ParityCheck", "regular: number of 1s mod 2"),
+    ("even_pairs", "EvenPairs", "regular: number of 01/10 pairs mod 2"),
+    ("modular_arithmetic", "ModularArithmetic", "regular: evaluate d op d ... mod 5"),
+    ("cycle_navigation", "CycleNavigation", "regular: final state of moves on a 5-cycle"),
+    ("stack_manipulation", "StackManipulation", "DCF: final stack after push/pop actions"),
+    ("reverse_string", "ReverseString", "DCF: the input reversed"),
+    ("modular_arithmetic_brackets", "ModularArithmeticBrackets",
+     "DCF: evaluate a bracketed expression mod 5"),
+    ("solve_equation", "SolveEquation", "DCF: solve a bracketed linear equation mod 5 for x"),
+    ("duplicate_string", "DuplicateString", "CS: the input twice"),
+    ("missing_duplicate_string", "MissingDuplicateString",
+     "CS: the masked symbol of a duplicated string"),
+    ("odds_first", "OddsFirst", "CS: odd positions first, then even ones"),
+    ("binary_addition", "BinaryAddition", "CS: add two little-endian binary numbers"),
+    ("binary_multiplication", "BinaryMultiplication", "CS: multiply two binary numbers"),
+    ("compute_sqrt", "ComputeSqrt", "CS: integer square root of a binary number"),
+    ("bucket_sort", "BucketSort", "CS: sort a string over 5 symbols"),
+)
+for _name, _cls, _text in _FORMAL:  # Deletang et al. 2023, the Chomsky-hierarchy tasks
+    TASKS.add(TaskEntry(_name, f"{_D}.chomsky:{_cls}", _text))

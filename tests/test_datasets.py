@@ -457,3 +457,111 @@ def test_small_lstm_beats_majority_class_on_digits(digits):
         torch.set_num_threads(threads)
     accuracy = sum(s["accuracy"][0] for s in sums) / sum(s["accuracy"][1] for s in sums)
     assert accuracy > digits.info.baselines["accuracy"] + 0.3
+
+
+# --- files accepted by content; another dataset in the same format --------------------------
+def idx_bytes(n: int, seed: int = 0) -> bytes:
+    """An idx3 file of ``n`` compressible images (gzip levels then give different sizes)."""
+    images = (np.random.default_rng(seed).integers(0, 4, (n, 28, 28)) * 60).astype(np.uint8)
+    return b"\0\0\x08\x03" + struct.pack(">3I", n, 28, 28) + images.tobytes()
+
+
+@pytest.fixture
+def mini_manifest(monkeypatch: pytest.MonkeyPatch):
+    """A one-file manifest ("mini") for a small idx file: published .gz (level 9) and its
+    decompressed form; ``content_checksum=False`` drops the decompressed sha256."""
+    import hashlib
+
+    raw = idx_bytes(40)
+    published = gzip.compress(raw, compresslevel=9, mtime=0)
+    original = manifest_module.load_manifest
+
+    def install(content_checksum: bool = True) -> tuple[bytes, bytes]:
+        raw_form = manifest_module.FileSpec(
+            "mini/images-idx3-ubyte", len(raw),
+            hashlib.sha256(raw).hexdigest() if content_checksum else None)
+        spec = manifest_module.FileSpec("mini/images-idx3-ubyte.gz", len(published),
+                                        hashlib.sha256(published).hexdigest(),
+                                        alternatives=(raw_form,))
+        mini = dataclasses.replace(original("mnist"), name="mini", files=(spec,))
+        monkeypatch.setattr(manifest_module, "load_manifest",
+                            lambda name: mini if name == "mini" else original(name))
+        return raw, published
+
+    return install
+
+
+def test_recompressed_and_decompressed_copies_pass_on_their_content(tmp_path, mini_manifest):
+    raw, published = mini_manifest()
+    recompressed = gzip.compress(raw, compresslevel=1, mtime=0)
+    assert recompressed != published and len(recompressed) != len(published)
+    gz, plain = tmp_path / "mini/images-idx3-ubyte.gz", tmp_path / "mini/images-idx3-ubyte"
+    gz.parent.mkdir()
+    for data in (published, recompressed):
+        gz.write_bytes(data)
+        manifest_module.require("mini", tmp_path)  # cheap: size, or the gzip trailer's size
+        assert manifest_module.verify("mini", tmp_path).status == "ok"  # deep: sha256
+    gz.unlink()
+    plain.write_bytes(raw)
+    assert manifest_module.verify("mini", tmp_path).status == "ok"
+
+
+def test_recompressed_copy_of_other_content_is_corrupt(tmp_path, mini_manifest):
+    raw, _ = mini_manifest()
+    gz = tmp_path / "mini/images-idx3-ubyte.gz"
+    gz.parent.mkdir()
+    changed = bytearray(raw)
+    changed[100] ^= 1  # one bit, same length
+    gz.write_bytes(gzip.compress(bytes(changed), compresslevel=1))
+    manifest_module.require("mini", tmp_path)  # the trailer's size matches: only a hash tells
+    report = manifest_module.verify("mini", tmp_path)
+    assert report.status == "corrupt" and "decompressed sha256" in report.detail
+    gz.write_bytes(gzip.compress(raw[:-784]))  # one image short
+    with pytest.raises(SpecError, match=f"decompresses to {len(raw) - 784:,} bytes, "
+                                        f"expected {len(raw):,}"):
+        manifest_module.require("mini", tmp_path)
+    gz.write_bytes(b"not gzip at all")
+    with pytest.raises(SpecError, match="is not a gzip file"):
+        manifest_module.require("mini", tmp_path)
+
+
+def test_recompressed_copy_without_a_content_checksum_is_unverified(tmp_path, mini_manifest):
+    raw, _ = mini_manifest(content_checksum=False)
+    gz = tmp_path / "mini/images-idx3-ubyte.gz"
+    gz.parent.mkdir()
+    gz.write_bytes(gzip.compress(raw, compresslevel=1))
+    manifest_module.require("mini", tmp_path)  # usable: the size is right
+    report = manifest_module.verify("mini", tmp_path)
+    assert report.status == "unverified" and "no checksum of the decompressed" in report.detail
+
+
+def test_smnist_reads_fashion_mnist_through_its_own_manifest(data_dir, small_files):
+    write_mnist(data_dir)  # MNIST labels are i % 10
+    rng = np.random.default_rng(3)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        labels = (np.arange(n) * 3) % 10
+        write_idx(data_dir / "fashion_mnist" / f"{prefix}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28)))
+        write_idx(data_dir / "fashion_mnist" / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    task = build_task("smnist", 784, {"dataset": "fashion_mnist"})
+    assert task.split_sizes() == {"train": 24, "eval": 6, "test": 10}
+    assert task.splits["test"][1].tolist() == ((np.arange(10) * 3) % 10).tolist()
+    assert task.data_source["dataset"] == "fashion_mnist"
+    assert sorted(task.data_source["files"]) == [  # the forms found: raw images, gzip labels
+        "fashion_mnist/t10k-images-idx3-ubyte", "fashion_mnist/t10k-labels-idx1-ubyte.gz",
+        "fashion_mnist/train-images-idx3-ubyte", "fashion_mnist/train-labels-idx1-ubyte.gz"]
+    plain = build_task("psmnist", 784)
+    assert plain.data_source["dataset"] == "mnist"
+    assert plain.splits["test"][1].tolist() == (np.arange(20) % 10).tolist()
+
+
+def test_dataset_param_refuses_other_formats_and_names_missing_files(data_dir):
+    cls = TASKS["smnist"].load()
+    with pytest.raises(SpecError, match="datasets in this task's format: fashion_mnist, mnist"):
+        cls.check(784, {"dataset": "cifar10"})
+    with pytest.raises(SpecError, match=str(data_dir / "fashion_mnist" /
+                                            "train-images-idx3-ubyte.gz")):
+        cls.check(784, {"dataset": "fashion_mnist"})
+    m = manifest_module.load_manifest("fashion_mnist")
+    assert m.data["format"] == manifest_module.load_manifest("mnist").data["format"]
+    assert [f.content()[0] for f in m.files] == [47040016, 60008, 7840016, 10008]

@@ -30,13 +30,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def dataset_tasks() -> dict[str, list[str]]:
-    """Dataset (manifest) name -> the registered tasks that read it."""
+    """Dataset (manifest) name -> the registered tasks that read it (also through their
+    ``dataset`` param: every dataset in a task's ``data_format``)."""
     from seqbench.catalog import TASKS
+    from seqbench.worker.data.manifest import load_manifest, manifest_names
 
+    formats = {name: load_manifest(name).data.get("format") for name in manifest_names()}
     out: dict[str, list[str]] = {}
     for entry in TASKS:
         if entry.kind in ("embedded", "local"):
-            out.setdefault(entry.load().manifest_name, []).append(entry.name)
+            cls = entry.load()
+            out.setdefault(cls.manifest_name, []).append(entry.name)
+            fmt = getattr(cls, "data_format", None)
+            for name, f in formats.items():
+                if fmt and f == fmt and name != cls.manifest_name:
+                    out.setdefault(name, []).append(entry.name)
     return out
 
 
@@ -44,7 +52,10 @@ def resolve_names(names: list[str]) -> list[str]:
     from seqbench.worker.data.manifest import manifest_names
 
     known = manifest_names()
-    by_task = {task: ds for ds, tasks in dataset_tasks().items() for task in tasks}
+    by_task: dict[str, str] = {}
+    for ds, tasks in dataset_tasks().items():  # a task's own dataset comes first
+        for task in tasks:
+            by_task.setdefault(task, ds)
     out = []
     for name in names:
         if name in known:

@@ -84,6 +84,9 @@ class Task:
     version: ClassVar[int] = 1  # bump when the data definition changes: it enters config hashes
     info: TaskInfo
     n_train: int | None = None  # None: fresh examples every step; else a fixed training set
+    # where the data came from, for the row: a local dataset's name and the files read, or a
+    # generator's name, version, seed and the sha256 of its cached data; None: synthetic
+    data_source: dict[str, Any] | None = None
 
     def __init__(self, seq_len: int, **params: Any) -> None:
         self.seq_len = seq_len

@@ -47,6 +47,7 @@ from seqbench.worker.data.manifest import (
     data_error,
     load_manifest,
     locate,
+    manifest_names,
     require,
 )
 from seqbench.worker.data.paths import resolve_data_dir
@@ -58,19 +59,48 @@ def corrupt(manifest: str, path: Path, detail: str) -> SpecError:
 
 
 class LocalData:
-    """Mixin for tasks whose files live in the data directory under ``manifest_name``."""
+    """Mixin for tasks whose files live in the data directory under ``manifest_name``.
+
+    A task whose class sets ``data_format`` also reads any other dataset whose manifest has
+    the same ``data.format`` (Fashion-MNIST through the MNIST reader): the task param
+    ``dataset`` names it (default: ``manifest_name``), its own manifest gives the files and
+    checks them, and ``data_source`` records which dataset and files a job read.
+    """
 
     manifest_name: ClassVar[str]
+    data_format: ClassVar[str | None] = None  # manifests with this data.format are accepted
+    data_source: dict[str, Any] | None = None  # set when the files are found (as on Task)
+
+    @classmethod
+    def dataset_of(cls, params: dict[str, Any]) -> str:
+        """The dataset (manifest) these params read, refused if not in this task's format."""
+        name = params.get("dataset", cls.manifest_name)
+        if name == cls.manifest_name:
+            return name
+        same = [m for m in manifest_names()
+                if cls.data_format and load_manifest(m).data.get("format") == cls.data_format]
+        if name not in same:
+            known = ", ".join(same) or cls.manifest_name
+            raise SpecError(f"tasks.{getattr(cls, 'name', '')}.params.dataset", name,
+                            f"datasets in this task's format: {known}")
+        return name
 
     @classmethod
     def check(cls, seq_len: int, params: dict[str, Any]) -> None:
         super().check(seq_len, params)  # type: ignore[misc]
-        require(cls.manifest_name, resolve_data_dir())
+        require(cls.dataset_of(params), resolve_data_dir())
 
     def data_files(self) -> tuple[Manifest, Path]:
-        """The manifest and data directory, after the same cheap check as :meth:`check`."""
+        """The manifest and data directory, after the same cheap check as :meth:`check`; sets
+        ``data_source`` (the dataset and the files found, relative to the data directory)."""
         root = resolve_data_dir()
-        return require(self.manifest_name, root), root
+        name = self.dataset_of(getattr(self, "params", {}))
+        manifest = require(name, root)
+        files = [str(found[0].relative_to(root)) for f in manifest.files
+                 if (found := locate(f, root)) is not None]
+        self.data_source = {"dataset": name, "files": files, "checked": "size",
+                            "dirs": [d.path for d in manifest.dirs]}
+        return manifest, root
 
     def path_of(self, manifest: Manifest, root: Path, suffix: str) -> Path:
         """Where the manifest file whose path ends with ``suffix`` was found (any form)."""
@@ -106,29 +136,34 @@ class _MNISTBase(LocalData, PixelTask):
     """MNIST read pixel by pixel: input ``(B, 784, 1)`` = intensity / 255, 10 classes.
 
     Splits: the official 10,000 test images are ``"test"``; 5,000 of the 60,000 training
-    images (by ``split_seed``) are ``"eval"``, the other 55,000 train.
+    images (by ``split_seed``) are ``"eval"``, the other 55,000 train. ``dataset:
+    fashion_mnist`` reads Fashion-MNIST (Xiao et al. 2017), the same idx format, from
+    ``<data dir>/fashion_mnist/`` with its own manifest (any manifest with ``data.format:
+    mnist-idx`` is accepted the same way).
     """
 
     manifest_name = "mnist"
+    data_format = "mnist-idx"
     version = 1
     native_len = 784
     N_EVAL = 5000
 
     def _load(self, split_seed: int, permutation_seed: int | None) -> None:
         manifest, root = self.data_files()
+        name = manifest.name
 
         def images_labels(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-            images = read_idx(self.path_of(manifest, root, f"{prefix}-images-idx3-ubyte"))
+            images = read_idx(self.path_of(manifest, root, f"{prefix}-images-idx3-ubyte"), name)
             labels_path = self.path_of(manifest, root, f"{prefix}-labels-idx1-ubyte")
-            labels = read_idx(labels_path)
+            labels = read_idx(labels_path, name)
             if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
-                raise corrupt("mnist", labels_path, f"images {images.shape} do not match "
-                                                    f"labels {labels.shape}")
+                raise corrupt(name, labels_path, f"images {images.shape} do not match "
+                                                 f"labels {labels.shape}")
             return images.reshape(len(images), 784), labels.astype(np.int64)
 
         x, y = images_labels("train")
         test = images_labels("t10k")
-        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, "mnist/eval",
+        keep, val = holdout(len(x), min(self.N_EVAL, len(x) // 5), split_seed, f"{name}/eval",
                             labels=y)
         self.set_pixels({"train": (x[keep], y[keep]), "eval": (x[val], y[val]), "test": test},
                         10, permutation_seed)
@@ -138,18 +173,21 @@ class SequentialMNIST(_MNISTBase):
     __doc__ = _MNISTBase.__doc__
     name = "smnist"
 
-    def __init__(self, seq_len: int, split_seed: int = 0) -> None:
-        super().__init__(seq_len, split_seed=split_seed)
+    def __init__(self, seq_len: int, split_seed: int = 0, dataset: str = "mnist") -> None:
+        super().__init__(seq_len, split_seed=split_seed, dataset=dataset)
         self._load(split_seed, permutation_seed=None)
 
 
 class PermutedMNIST(_MNISTBase):
-    """Sequential MNIST under one fixed permutation of the 784 pixels (``permutation_seed``)."""
+    """Sequential MNIST under one fixed permutation of the 784 pixels (``permutation_seed``);
+    ``dataset`` as :class:`SequentialMNIST`."""
 
     name = "psmnist"
 
-    def __init__(self, seq_len: int, split_seed: int = 0, permutation_seed: int = 0) -> None:
-        super().__init__(seq_len, split_seed=split_seed, permutation_seed=permutation_seed)
+    def __init__(self, seq_len: int, split_seed: int = 0, permutation_seed: int = 0,
+                 dataset: str = "mnist") -> None:
+        super().__init__(seq_len, split_seed=split_seed, permutation_seed=permutation_seed,
+                         dataset=dataset)
         self._load(split_seed, permutation_seed)
 
 

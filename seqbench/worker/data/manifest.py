@@ -11,11 +11,13 @@ obtain it, in one line.
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import importlib
 import importlib.util
 import json
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,15 +36,29 @@ class FileSpec:
     sha256: str | None = None
     md5: str | None = None  # only where the publisher or a standard loader gives md5 alone
     alternatives: tuple[FileSpec, ...] = ()  # equivalent forms, e.g. the decompressed file
+    content_size: int | None = None  # a .gz file: bytes after decompression
+    content_sha256: str | None = None  # a .gz file: sha256 of the decompressed bytes
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FileSpec:
         alts = tuple(cls.from_json(a) for a in d.get("alternatives", ()))
-        return cls(d["path"], d.get("size"), d.get("sha256"), d.get("md5"), alts)
+        return cls(d["path"], d.get("size"), d.get("sha256"), d.get("md5"), alts,
+                   d.get("content_size"), d.get("content_sha256"))
 
     @property
     def forms(self) -> tuple[FileSpec, ...]:
         return (self, *self.alternatives)
+
+    def content(self) -> tuple[int | None, str | None]:
+        """Size and sha256 of the decompressed data, from the explicit ``content_*`` fields
+        of any form, else from the decompressed form (the path without ``.gz``)."""
+        size = next((f.content_size for f in self.forms if f.content_size is not None), None)
+        digest = next((f.content_sha256 for f in self.forms if f.content_sha256), None)
+        raw = next((f for f in self.forms if not f.path.endswith(".gz")), None)
+        if raw is not None:
+            size = raw.size if size is None else size
+            digest = raw.sha256 if digest is None else digest
+        return size, digest
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ def manifest_names() -> list[str]:
 # --- checks ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Problem:
-    status: Status  # missing | corrupt | incomplete | unavailable
+    status: Status  # missing | corrupt | incomplete | unavailable | unverified
     path: Path
     detail: str
 
@@ -130,22 +146,86 @@ def locate(spec: FileSpec, data_dir: Path) -> tuple[Path, FileSpec] | None:
     return None
 
 
+def gzip_isize(path: Path) -> int | None:
+    """The decompressed size mod 2^32 that a gzip file's trailer records (None: not gzip)."""
+    with path.open("rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return None
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
+def _gunzip_digest(path: Path) -> tuple[int, str] | None:
+    """``(size, sha256)`` of a gzip file's decompressed bytes, streamed (None: unreadable)."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return size, digest.hexdigest()
+
+
+def _checksums_match(path: Path, form: FileSpec) -> str | None:
+    """None if ``path`` has every checksum ``form`` gives, else what differs."""
+    for algorithm in ("sha256", "md5"):
+        expected = getattr(form, algorithm)
+        if expected and (actual := _file_digest(path, algorithm)) != expected:
+            return f"{algorithm} {actual[:16]}..., expected {expected[:16]}..."
+    return None
+
+
 def _file_problem(spec: FileSpec, data_dir: Path, deep: bool) -> Problem | None:
+    """What is wrong with one manifest file, or None.
+
+    A file is accepted when its content is right, not only its exact bytes: a ``.gz`` form
+    whose size or checksum differs from the published one (a re-compressed copy) passes if
+    its decompressed bytes match the dataset's content identity (:meth:`FileSpec.content`):
+    the cheap check compares the size in the gzip trailer, the deep check the sha256 of the
+    decompressed bytes. Without a known content checksum such a copy is ``unverified``.
+    """
     found = locate(spec, data_dir)
     if found is None:
         also = [f.path for f in spec.alternatives]
         detail = "file is missing" + (f" (also accepted: {', '.join(also)})" if also else "")
         return Problem("missing", data_dir / spec.path, detail)
     path, form = found
-    if form.size is not None and (actual := path.stat().st_size) != form.size:
-        return Problem("corrupt", path, f"has {actual:,} bytes, expected {form.size:,}")
-    if deep:
-        for algorithm in ("sha256", "md5"):
-            expected = getattr(form, algorithm)
-            if expected and (actual_digest := _file_digest(path, algorithm)) != expected:
-                return Problem("corrupt", path, f"{algorithm} {actual_digest[:16]}..., "
-                                                f"expected {expected[:16]}...")
-    return None
+    actual = path.stat().st_size
+    exact_size = form.size is None or actual == form.size
+    if not path.name.endswith(".gz"):
+        if not exact_size:
+            return Problem("corrupt", path, f"has {actual:,} bytes, expected {form.size:,}")
+        differs = _checksums_match(path, form) if deep else None
+        return Problem("corrupt", path, differs) if differs else None
+    if exact_size and (not deep or _checksums_match(path, form) is None):
+        return None  # the published file
+    content_size, content_sha = spec.content()
+    published = (f"has {actual:,} bytes, expected {form.size:,}" if not exact_size
+                 else _checksums_match(path, form))
+    if not deep:
+        isize = gzip_isize(path)
+        if content_size is not None and isize == content_size % 2**32:
+            return None  # a re-compressed copy of the right size; `data check` hashes it
+        extra = (" and is not a gzip file" if isize is None else
+                 f" and decompresses to {isize:,} bytes, expected {content_size:,}"
+                 if content_size is not None else "")
+        return Problem("corrupt", path, f"{published}{extra}")
+    unpacked = _gunzip_digest(path)
+    if unpacked is None:
+        return Problem("corrupt", path, f"{published} and is not a readable gzip file")
+    size, digest = unpacked
+    if content_size is not None and size != content_size:
+        return Problem("corrupt", path, f"{published}; decompresses to {size:,} bytes, "
+                                        f"expected {content_size:,}")
+    if content_sha is None:
+        return Problem("unverified", path, f"{published}; decompresses to the right size, but "
+                                           "no checksum of the decompressed data is known")
+    if digest != content_sha:
+        return Problem("corrupt", path, f"{published}; decompressed sha256 {digest[:16]}..., "
+                                        f"expected {content_sha[:16]}...")
+    return None  # re-compressed, same content
 
 
 def _count_files(folder: Path, suffix: str, recursive: bool) -> int:
@@ -228,11 +308,16 @@ def verify(name: str, data_dir: Path, deep: bool = True) -> Report:
     root = manifest.where(data_dir)
     found = problems(manifest, data_dir, deep=deep)
     n_expected = len(manifest.files) + len(manifest.dirs)
+    failures = [p for p in found if p.status != "unverified"]
+    if not failures and found:  # present, right size, content not checkable
+        return Report(name, "unverified", str(found[0].path), found[0].detail, found[0])
     if not found:
         checked = sum(1 for f in manifest.files
-                      if (loc := locate(f, data_dir)) and (loc[1].sha256 or loc[1].md5))
+                      if (loc := locate(f, data_dir))
+                      and (loc[1].sha256 or loc[1].md5 or f.content()[1]))
         how = f", {checked} checksummed" if deep and checked else ""
         return Report(name, "ok", str(root), f"{n_expected} entries{how}")
+    found = failures
     if all(p.status == "missing" for p in found) and len(found) == n_expected:
         return Report(name, "missing", str(root), manifest.obtain, found[0])
     first = found[0]
