@@ -113,3 +113,11 @@ def load_or_generate(generator: str, version: int, params: dict[str, Any], seed:
         manifest = {**base, "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
         return arrays, {**manifest, "cached": "memory", "path": ""}
     return arrays, {**manifest, "cached": "written", "path": str(folder)}
+
+
+def generated_source(generator: str, version: int, seed: int,
+                     manifest: dict[str, Any]) -> dict[str, Any]:
+    """A generated dataset's ``data_source`` for the row: generator, version, seed, checksum
+    and where the data came from (the cache, or generated in memory)."""
+    return {"generator": generator, "version": version, "seed": seed,
+            "sha256": manifest["sha256"], "cache": manifest["cached"]}

@@ -46,7 +46,7 @@ import torch
 
 from seqbench.errors import SpecError
 from seqbench.worker.data.base import Metric, TaskInfo, derive_seed, generator
-from seqbench.worker.data.cache import load_or_generate
+from seqbench.worker.data.cache import generated_source, load_or_generate
 from seqbench.worker.data.dataset import ArrayTask, class_baselines
 
 VALUE_P = 0.25  # LRA: probability that a node above max_depth is an operator
@@ -188,9 +188,7 @@ class ListOps(ArrayTask):
             per_position=False, input_len=seq_len,
             metrics=(Metric("loss", False, "nats"), Metric("accuracy", True)),
             primary_metric="accuracy", baselines=baselines, baseline_notes=notes)
-        self.data_source = {"generator": "listops", "version": self.version,
-                            "seed": data_seed, "sha256": manifest["sha256"],
-                            "cache": manifest["cached"]}
+        self.data_source = generated_source("listops", self.version, data_seed, manifest)
 
     # --- parameters -----------------------------------------------------------------------
     @classmethod

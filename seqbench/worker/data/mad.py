@@ -59,22 +59,16 @@ from seqbench.worker.data.base import IGNORE, Task, TaskInfo, derive_seed
 from seqbench.worker.data.recall import (
     SelectiveCopying,
     chance_baselines,
+    chance_info,
     checked_params,
     need_float,
     need_int,
     need_n_train,
     recall_metrics,
+    token_info,
 )
 
 MAD_N_TRAIN = 12_800  # MADConfig.num_train_examples
-
-
-def token_info(vocab_size: int, input_len: int, n_values: int, what: str) -> TaskInfo:
-    baselines, notes = chance_baselines(n_values, what)
-    return TaskInfo(
-        input_kind="tokens", input_dim=vocab_size, output_kind="classes", output_dim=vocab_size,
-        per_position=True, input_len=input_len, metrics=recall_metrics(),
-        primary_metric="accuracy", baselines=baselines, baseline_notes=notes)
 
 
 def shifted(tokens: torch.Tensor, targets: torch.Tensor, training: bool
@@ -121,7 +115,7 @@ class InContextRecall(Task):
         self.frac_noise, self.n_train = float(frac_noise), n_train
         ns = vocab_size - noise_vocab_size
         self.n_keys, self.n_values = ns // 2, ns - ns // 2
-        self.info = token_info(vocab_size, seq_len - 1, self.n_values,
+        self.info = chance_info(vocab_size, seq_len - 1, self.n_values,
                                f"the {self.n_values} values")
 
     @classmethod
@@ -267,7 +261,7 @@ class FuzzyInContextRecall(Task):
                                                            v_motif_size, n_train)
         ns = vocab_size - 1
         self.n_keys, self.n_values = ns // 2, ns - ns // 2
-        self.info = token_info(vocab_size, seq_len, self.n_values,
+        self.info = chance_info(vocab_size, seq_len, self.n_values,
                                f"the {self.n_values} value tokens")
 
     @classmethod
@@ -421,11 +415,7 @@ class Memorization(Task):
         self.table = torch.empty(self.n_keys, dtype=torch.long).scatter_(0, keys, values)
         baselines, notes = chance_baselines(self.n_keys, f"the map's {self.n_keys} values")
         notes["accuracy"] = f"a fixed value, right for 1 of the {self.n_keys} keys"
-        self.info = TaskInfo(
-            input_kind="tokens", input_dim=vocab_size, output_kind="classes",
-            output_dim=vocab_size, per_position=True, input_len=seq_len,
-            metrics=recall_metrics(), primary_metric="accuracy", baselines=baselines,
-            baseline_notes=notes)
+        self.info = token_info(vocab_size, seq_len, baselines, notes)
 
     @classmethod
     def check(cls, seq_len: int, params: dict[str, Any]) -> None:

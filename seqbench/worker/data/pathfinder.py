@@ -67,7 +67,7 @@ import torch
 
 from seqbench.errors import SpecError
 from seqbench.worker.data.base import Metric, TaskInfo, derive_seed, generator
-from seqbench.worker.data.cache import load_or_generate
+from seqbench.worker.data.cache import generated_source, load_or_generate
 from seqbench.worker.data.dataset import ArrayTask, class_baselines
 
 
@@ -531,9 +531,7 @@ class Pathfinder(ArrayTask):
             output_kind="classes", output_dim=2, per_position=False, input_len=seq_len,
             metrics=(Metric("loss", False, "nats"), Metric("accuracy", True)),
             primary_metric="accuracy", baselines=baselines, baseline_notes=notes)
-        self.data_source = {"generator": "pathfinder", "version": self.version,
-                            "seed": data_seed, "sha256": manifest["sha256"],
-                            "cache": manifest["cached"]}
+        self.data_source = generated_source("pathfinder", self.version, data_seed, manifest)
 
     @classmethod
     def validate(cls, seq_len: int, params: dict[str, Any]) -> tuple[int, int]:

@@ -40,6 +40,21 @@ def chance_baselines(n_choices: int, what: str) -> tuple[dict[str, float], dict[
             {"loss": f"uniform over {what}", "accuracy": f"chance: uniform over {what}"})
 
 
+def token_info(vocab_size: int, input_len: int, baselines: dict[str, float],
+               notes: dict[str, str]) -> TaskInfo:
+    """A per-position next-token classification over ``vocab_size`` tokens, scored by loss and
+    accuracy (the recall and MAD tasks)."""
+    return TaskInfo(
+        input_kind="tokens", input_dim=vocab_size, output_kind="classes", output_dim=vocab_size,
+        per_position=True, input_len=input_len, metrics=recall_metrics(),
+        primary_metric="accuracy", baselines=baselines, baseline_notes=notes)
+
+
+def chance_info(vocab_size: int, input_len: int, n_values: int, what: str) -> TaskInfo:
+    """:func:`token_info` with the chance baselines of guessing among ``n_values``."""
+    return token_info(vocab_size, input_len, *chance_baselines(n_values, what))
+
+
 class SelectiveCopying(Task):
     """Selective copying: ``n_tokens`` data tokens at random positions among noise tokens, then
     output them in order; ``seq_len`` is the whole input length, markers included.
@@ -172,13 +187,8 @@ class InductionHeads(Task):
         super().__init__(seq_len, vocab_size=vocab_size)
         self.vocab_size = vocab_size
         self.trigger = vocab_size - 1
-        baselines, notes = chance_baselines(vocab_size - 1, f"the {vocab_size - 1} ordinary "
-                                            "tokens")
-        self.info = TaskInfo(
-            input_kind="tokens", input_dim=vocab_size, output_kind="classes",
-            output_dim=vocab_size, per_position=True, input_len=seq_len,
-            metrics=recall_metrics(), primary_metric="accuracy", baselines=baselines,
-            baseline_notes=notes)
+        self.info = chance_info(vocab_size, seq_len, vocab_size - 1,
+                                f"the {vocab_size - 1} ordinary tokens")
 
     @classmethod
     def check(cls, seq_len: int, params: dict[str, Any]) -> None:
@@ -246,12 +256,8 @@ class MQAR(Task):
         self.vocab_size, self.num_kv_pairs = vocab_size, num_kv_pairs
         self.power_a, self.random_non_queries = float(power_a), random_non_queries
         kv = num_kv_pairs
-        self.info = TaskInfo(
-            input_kind="tokens", input_dim=vocab_size, output_kind="classes",
-            output_dim=vocab_size, per_position=True, input_len=seq_len,
-            metrics=recall_metrics(), primary_metric="accuracy",
-            baselines={"loss": math.log(kv), "accuracy": 1 / kv},
-            baseline_notes={
+        self.info = token_info(
+            vocab_size, seq_len, {"loss": math.log(kv), "accuracy": 1 / kv}, {
                 "loss": f"uniform over the example's {kv} values (no key-value binding)",
                 "accuracy": f"a guess among the example's {kv} values (no binding); uniform "
                             f"over all {vocab_size - vocab_size // 2} values: "
