@@ -23,6 +23,7 @@ from seqbench.worker.models.gla import GLA, GLAConfig
 from seqbench.worker.models.hyena import Hyena, HyenaConfig, direct_causal_conv, fft_causal_conv
 from seqbench.worker.models.lru import LRU, LRUConfig
 from seqbench.worker.models.minrnn import MinGRU, MinLSTM, MinRNNConfig
+from seqbench.worker.models.ops import gla as gla_ops
 from seqbench.worker.models.ops.gla import gla_chunked, gla_naive
 from seqbench.worker.models.ops.linear_scan import (
     linear_scan,
@@ -128,23 +129,40 @@ def test_chunked_log_scan_keeps_fp32_precision_over_long_sequences():
 
 
 @pytest.mark.parametrize("L", LENGTHS)
-@pytest.mark.parametrize("per_key", [True, False])
+@pytest.mark.parametrize("decay", ["per-key", "per-key-extreme", "per-head"])
 @pytest.mark.parametrize("chunk", [4, 16])
-def test_chunked_gla_matches_the_recurrence(L, per_key, chunk):
+def test_chunked_gla_matches_the_recurrence(L, decay, chunk, monkeypatch):
     gen = torch.Generator().manual_seed(L)
     B, H, K, V = 2, 3, 4, 5
     q, k = (torch.randn(B, L, H, K, generator=gen, dtype=torch.float64) for _ in range(2))
     v = torch.randn(B, L, H, V, generator=gen, dtype=torch.float64)
-    if per_key:  # strong data-dependent decay, down to exp(-8) per step
-        log_a = torch.nn.functional.logsigmoid(3 * torch.randn(B, L, H, K, generator=gen,
-                                                               dtype=torch.float64))
+    logits = torch.randn(B, L, H, K, generator=gen, dtype=torch.float64)
+    if decay == "per-key":  # data-dependent, down to about exp(-8) per step: factored scores
+        log_a = torch.nn.functional.logsigmoid(3 * logits)
+    elif decay == "per-key-extreme":  # about exp(-30) per step: the exact pairwise scores
+        log_a = torch.nn.functional.logsigmoid(3 * logits - 30)
     else:
         log_a = torch.log(torch.tensor([[0.97], [0.5], [0.999]], dtype=torch.float64))
+    pairwise = []
+    monkeypatch.setattr(gla_ops, "per_key_scores",
+                        lambda *a: pairwise.append(1) or gla_ops._PerKeyScores.apply(*a))
     s0 = torch.randn(B, H, K, V, generator=gen, dtype=torch.float64)
     assert_same(lambda q, k, v, a, s: gla_chunked(q, k, v, a, 0.5, chunk, s)[0],
                 lambda q, k, v, a, s: gla_naive(q, k, v, a, 0.5, s)[0], (q, k, v, log_a, s0), F64)
     assert_same(lambda q, k, v, a, s: gla_chunked(q, k, v, a, 0.5, chunk, s)[1],
                 lambda q, k, v, a, s: gla_naive(q, k, v, a, 0.5, s)[1], (q, k, v, log_a, s0), F64)
+    # about 30 per step: a chunk of 3 or more steps decays past FACTOR_RANGE (80)
+    assert bool(pairwise) == (decay == "per-key-extreme" and min(chunk, L) >= 3)
+
+
+def test_pairwise_gla_scores_pass_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+            for _ in range(2))
+    log_a = torch.nn.functional.logsigmoid(torch.randn(2, 3, 5, 4, generator=gen,
+                                                       dtype=torch.float64))
+    b = torch.cumsum(log_a, -2).requires_grad_()
+    assert torch.autograd.gradcheck(gla_ops.per_key_scores, (q, k, b))
 
 
 @pytest.mark.parametrize("L", LENGTHS)

@@ -64,7 +64,7 @@ class GLAConfig:
     decay: Decay = "data"  # data: GLA's gate; fixed: RetNet's per-head gamma
     gate_low_rank: int = 16  # rank of the gate projection (data decay)
     gate_normalizer: float = 16.0  # log alpha = logsigmoid(.) / gate_normalizer
-    chunk: int = 8  # torch path: steps per chunk (per-key decay costs chunk x K per step)
+    chunk: int = 16  # torch path: steps per chunk
     norm_eps: float = 1e-5
     backend: GlaBackend = "auto"  # auto: fla on CUDA when it imports, else torch
 

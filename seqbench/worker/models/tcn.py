@@ -26,9 +26,10 @@ reproduces what that code runs: PyTorch's default Conv1d init, ``g = ||v||``, an
 only on the 1x1 convolution; ``normal`` applies the N(0, 0.01) the paper states to every conv
 weight before weight norm.
 
-Streaming: each convolution keeps a ring buffer of its last ``(k - 1) d`` inputs (written in
-place at position ``t mod (k - 1) d``; the step mutates and returns the state it was given),
-so a step costs ``O(k)`` per convolution and the state is constant in ``L``:
+Streaming: each convolution keeps a ring buffer of its last ``(k - 1) d`` inputs, a list of
+``(B, C)`` tensors whose slot ``t mod (k - 1) d`` the step at time ``t`` replaces (no tensor is
+copied or written in place, so a step costs ``O(k)`` per convolution, also under autograd;
+the step updates and returns the state it was given). The state is constant in ``L``:
 ``sum over blocks of (C_in + C_out) (k - 1) 2^i`` values per sequence.
 """
 
@@ -100,38 +101,43 @@ class TemporalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, L) -> (B, C_out, L)
         return self.forward_with_inputs(x)[0]
 
-    def step(self, x_t: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor], t: int
-             ) -> torch.Tensor:
-        """One step at time ``t``: ``x_t (B, C_in) -> (B, C_out)``; updates ``bufs`` in place."""
+    def step(self, x_t: torch.Tensor, bufs: tuple[list[torch.Tensor], list[torch.Tensor]], t: int,
+             weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One step at time ``t``: ``x_t (B, C_in) -> (B, C_out)``; updates the ring lists.
+        ``weights`` are the two convs' effective (weight-normed) weights."""
         d = self.conv1.dilation[0]
-        h = self.dropout1(F.relu(_ring_conv_step(self.conv1, x_t, bufs[0], t, d)))
-        out = self.dropout2(F.relu(_ring_conv_step(self.conv2, h, bufs[1], t, d)))
+        h = self.dropout1(F.relu(_ring_conv_step(weights[0], self.conv1.bias, x_t, bufs[0], t,
+                                                 d)))
+        out = self.dropout2(F.relu(_ring_conv_step(weights[1], self.conv2.bias, h, bufs[1], t,
+                                                   d)))
         res = x_t if self.downsample is None else self.downsample(x_t.unsqueeze(-1)).squeeze(-1)
         return F.relu(out + res)
 
 
-def _ring_conv_step(conv: nn.Conv1d, x_t: torch.Tensor, buf: torch.Tensor, t: int,
-                    dilation: int) -> torch.Tensor:
-    """Causal dilated conv at time ``t``: ``x_t (B, C_in)``, ``buf (B, C_in, (k - 1) d)`` holds
-    input ``tau`` at ``tau mod (k - 1) d`` (zeros before the start). Returns ``(B, C_out)`` and
-    writes ``x_t`` into the buffer."""
-    size = buf.shape[-1]
-    k = conv.kernel_size[0]
-    taps = [(t - m * dilation) % size for m in range(k - 1, 0, -1)]  # oldest first
-    window = torch.cat([buf[:, :, taps], x_t.unsqueeze(-1)], dim=-1)  # (B, C_in, k)
-    y = torch.einsum("bck,ock->bo", window, conv.weight) + conv.bias
-    buf[:, :, t % size] = x_t
+def _ring_conv_step(weight: torch.Tensor, bias: torch.Tensor, x_t: torch.Tensor,
+                    ring: list[torch.Tensor], t: int, dilation: int) -> torch.Tensor:
+    """Causal dilated conv at time ``t``: ``weight (C_out, C_in, k)``, ``x_t (B, C_in)``;
+    ``ring`` holds input ``tau`` in slot ``tau mod (k - 1) d`` (zeros before the start).
+    Returns ``(B, C_out)`` and puts ``x_t`` in its slot."""
+    size = len(ring)
+    k = weight.shape[-1]
+    taps = [ring[(t - m * dilation) % size] for m in range(k - 1, 0, -1)]  # oldest first
+    window = torch.stack([*taps, x_t], dim=-1)  # (B, C_in, k)
+    y = torch.einsum("bck,ock->bo", window, weight) + bias
+    ring[t % size] = x_t
     return y
 
 
-def _ring_from_sequence(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The ring buffer after a whole sequence ``x (B, C, L)``: ``x[..., tau]`` at
+def _ring_from_sequence(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """The ring after a whole sequence ``x (B, C, L)``: ``x[..., tau]`` in slot
     ``tau mod size`` for the last ``size`` positions, zeros where ``tau < 0``."""
     L = x.shape[-1]
-    buf = x.new_zeros(x.shape[0], x.shape[1], size)
+    zero = x.new_zeros(x.shape[0], x.shape[1])
+    ring = [zero] * size
     first = max(0, L - size)
-    buf[:, :, [tau % size for tau in range(first, L)]] = x[..., first:]
-    return buf
+    for tau, x_tau in zip(range(first, L), x[..., first:].clone().unbind(-1), strict=True):
+        ring[tau % size] = x_tau
+    return ring
 
 
 class TemporalConvNet(nn.Module):
@@ -177,16 +183,30 @@ class TCN(Mixer):
         return [(b.conv1.in_channels, b.conv1.out_channels, b.pad) for b in self.network.blocks]
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-        bufs = [(torch.zeros(batch, c_in, n, device=device, dtype=dtype),
-                 torch.zeros(batch, c_out, n, device=device, dtype=dtype))
+        bufs = [([torch.zeros(batch, c_in, device=device, dtype=dtype)] * n,
+                 [torch.zeros(batch, c_out, device=device, dtype=dtype)] * n)
                 for c_in, c_out, n in self._sizes()]
         return {"t": 0, "bufs": bufs}
+
+    def _step_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's effective conv weights (weight norm applied); computed once per
+        parameter version when no graph is built, since a step needs every one of them."""
+        def compute() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            return [(b.conv1.weight, b.conv2.weight) for b in self.network.blocks]
+
+        if torch.is_grad_enabled():
+            return compute()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if getattr(self, "_step_cache", (None,))[0] != key:
+            self._step_cache = (key, compute())
+        return self._step_cache[1]
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, Any]:
         self.kernel_path = "torch-ring-buffer"
         t = state["t"]
-        for block, bufs in zip(self.network.blocks, state["bufs"], strict=True):
-            x_t = block.step(x_t, bufs, t)  # (B, C)
+        for block, bufs, weights in zip(self.network.blocks, state["bufs"], self._step_weights(),
+                                        strict=True):
+            x_t = block.step(x_t, bufs, t, weights)  # (B, C)
         state["t"] = t + 1
         return x_t, state
 
