@@ -20,9 +20,10 @@ Cases (parallel form / reference):
   loops over time in both forms) / the same mixer's streaming step loop, projections
   included; what training by the parallel form saves over stepping through the sequence.
 
-The TCN's gradients are compared at ``rtol`` 1e-2: through 8 residual ReLU blocks at L >= 1024
-both fp32 paths differ from an fp64 run by about 1e-3 (measured: 1.0e-3 and 0.6e-3 at
-L = 1024), so agreement between them cannot be tighter.
+The TCN's gradients are compared at ``rtol`` 3e-2: through 8 weight-normed residual ReLU
+blocks the fp32 gradients are ill-conditioned; the parallel form's differ from an fp64 run of
+the same weights by 2.7e-3 at L = 1024 and 9.1e-3 at L = 4096 (its outputs by 1.4e-7),
+measured, so agreement between two fp32 paths cannot be tighter.
 
 For each (case, length, threads) the same seeded leaf tensors go through both; the timed call is
 ``y = f(inputs); y.backward(gy)``; after one untimed warm-up call the median of ``--repeats``
@@ -159,7 +160,7 @@ def _mixer_case(name: str, rtol: float | None = None) -> Case:
 
 
 CASES: dict[str, Case] = {
-    "tcn": _mixer_case("tcn", rtol=1e-2),
+    "tcn": _mixer_case("tcn", rtol=3e-2),
     "mingru-chunked": Case(lambda B, L, d, gen: {"k": _randn(gen, B, L, d),
                                                  "h": _randn(gen, B, L, d)},
                            lambda x: linear_scan(*_mingru_coefficients(x)),

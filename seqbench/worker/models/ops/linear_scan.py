@@ -3,17 +3,19 @@ along dimension 1, in pure PyTorch: two parallel forms and the step loop they ar
 against.
 
 - :func:`linear_scan`: a chunked scan with a hand-written backward. The sequence is cut into
-  ``n`` chunks of ``Q`` steps (``Q ~ sqrt(L)``); one loop of ``Q`` steps runs the recurrence
-  inside every chunk at once (each step one fused multiply-add over all chunks, on strided
-  views, so nothing is transposed), a loop of ``n`` steps carries the chunk ends, and one
-  multiply-add adds each carried state times the running product of coefficients. So
-  ``2 sqrt(L)`` small sequential steps instead of ``L``,
-  no product is ever divided by (products of coefficients ``|a| <= 1`` can only underflow to
-  0, their true value), and the backward is the same scan run in reverse on the adjoint
-  recurrence ``g_t = dL/dh_t + conj(a_{t+1}) g_{t+1}``, ``dL/db_t = g_t``,
-  ``dL/da_t = g_t conj(h_{t-1})`` (PyTorch's convention for complex tensors), instead of
-  autograd through ``2 sqrt(L)`` graph nodes. Real or complex; ``a`` broadcastable to ``b``,
-  with length 1 along time for a time-invariant recurrence (the LRU's).
+  ``n`` chunks of ``Q`` steps (``Q ~ sqrt(L)``) laid out steps-first, ``(Q, n, B, ...)``; one
+  loop of ``Q`` steps runs the recurrence inside every chunk at once (each step one fused
+  multiply-add over a contiguous slice holding all chunks), a loop of ``n`` steps carries the
+  chunk ends, and one multiply-add adds each carried state times the running product of
+  coefficients. So ``2 sqrt(L)`` small sequential steps instead of ``L``, and no product is
+  ever divided by (products of coefficients ``|a| <= 1`` can only underflow to 0, their true
+  value). The backward runs the adjoint recurrence the same way from the end,
+  ``g_t = dL/dh_t + conj(a_{t+1}) g_{t+1}``, ``dL/db_t = g_t``, ``dL/da_t = g_t conj(h_{t-1})``
+  (PyTorch's convention for complex tensors), instead of autograd through ``2 sqrt(L)`` graph
+  nodes. Real or complex; ``a`` broadcastable to ``b``, with length 1 along time for a
+  time-invariant recurrence (the LRU's). On CPU it is memory-bound (about 15 passes over
+  ``b``'s size forward and backward), so a step loop over few channels, which pays Python
+  overhead per step instead, is only 2-4x slower (``python -m seqbench.bench.mixers``).
 - :func:`log_linear_scan`: the recurrence for positive ``a`` and ``b`` given in log space
   (Heinsen 2023, "Efficient Parallelization of a Ubiquitous Sequential Computation",
   github.com/glassroom/heinsen_sequence; the form minGRU and minLSTM train with, Feng et al.
