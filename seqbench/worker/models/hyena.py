@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqbench.worker.models.base import Mixer
-from seqbench.worker.models.ops.conv import causal_conv, causal_conv_step
+from seqbench.worker.models.ops.conv import causal_conv, causal_conv_step, causal_conv_window
 
 
 @dataclass
@@ -195,9 +195,7 @@ class Hyena(Mixer):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         self.kernel_path = "fft-conv"
         y, u, conv_inputs = self._run(x)
-        K = self.config.short_filter
-        window = F.pad(u.transpose(1, 2), (max(0, K - 1 - u.shape[1]), 0))[..., -(K - 1):]
-        return y, {"conv": window if K > 1 else u.new_zeros(u.shape[0], u.shape[2], 0),
+        return y, {"conv": causal_conv_window(u, self.config.short_filter),
                    "history": conv_inputs}
 
     # --- streaming: direct causal convolution over the history ------------------------------

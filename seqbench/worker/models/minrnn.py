@@ -17,10 +17,11 @@ Parallel training (``scan``):
   -softplus(-k) + log g(h)`` for minGRU; for minLSTM ``diff = softplus(-f) - softplus(-i)``,
   ``log f' = -softplus(diff)``, ``log i' = -softplus(-diff)``) through the heinsen
   log-cumsum-exp scan, run in chunks (see :mod:`~seqbench.worker.models.ops.linear_scan`);
-- ``chunked``: the same coefficients ``a_t = exp(log f'_t)``, ``b_t = exp(log i'_t) h~_t`` in
-  linear space through seqbench's chunked scan (every term positive and ``a <= 1``, so it needs
-  no logarithms to stay stable). On CPU ``torch.logcumsumexp`` alone costs more than the whole
-  step loop (8 x 4096 x 64, fwd + bwd: 0.36 s against 0.15-0.25 s, measured), so
+- ``chunked``: the same coefficients in linear space, ``a_t = sigmoid(-z_t)`` and
+  ``b_t = sigmoid(z_t) h~_t`` with ``z = k`` (minGRU) or ``z = diff`` (minLSTM), through
+  seqbench's chunked scan (every term positive and ``a <= 1``, so it needs no logarithms to
+  stay stable). On CPU ``torch.logcumsumexp`` alone costs more than the whole step loop
+  (8 x 4096 x 64, fwd + bwd: 0.36 s against 0.15-0.25 s, measured), so
 - ``auto`` (default) runs ``log`` on CUDA and ``chunked`` elsewhere; ``kernel_path`` names it.
 
 Streaming steps run the sequential form above (that is also the naive reference of the tests).
@@ -76,9 +77,8 @@ class _MinRNN(Mixer):
         self.proj = nn.Linear(d_model, self.n_proj * self.d_inner)  # the paper's Linear layers
         self.out = nn.Linear(self.d_inner, d_model) if self.d_inner != d_model else None
 
-    def _log_coefficients(self, parts: tuple[torch.Tensor, ...]
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log a, log of the input weight), each (B, L, E): h = a h + weight * g(h~)."""
+    def _logit(self, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``z`` with ``h_t = sigmoid(-z) h_{t-1} + sigmoid(z) g(h~)``: (B, L, E)."""
         raise NotImplementedError
 
     def _sequential(self, parts: tuple[torch.Tensor, ...], h: torch.Tensor) -> torch.Tensor:
@@ -94,13 +94,14 @@ class _MinRNN(Mixer):
 
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, E)
         parts = self.proj(x).chunk(self.n_proj, dim=-1)  # (B, L, E) each
-        log_a, log_w = self._log_coefficients(parts)
-        if self._scan_kind(x.device) == "log":
+        z = self._logit(parts)
+        if self._scan_kind(x.device) == "log":  # the paper's log_coeffs and log_values
             self.kernel_path = "torch-log-scan"
-            h = log_linear_scan(log_a, log_w + log_g(parts[0]), self.config.chunk or LOG_CHUNK)
+            h = log_linear_scan(-F.softplus(z), -F.softplus(-z) + log_g(parts[0]),
+                                self.config.chunk or LOG_CHUNK)
         else:
             self.kernel_path = "torch-chunked-scan"
-            h = linear_scan(torch.exp(log_a), torch.exp(log_w) * g(parts[0]),
+            h = linear_scan(torch.sigmoid(-z), torch.sigmoid(z) * g(parts[0]),
                             self.config.chunk or None)
         return h.to(x.dtype)
 
@@ -132,9 +133,8 @@ class _MinRNN(Mixer):
 class MinGRU(_MinRNN):
     n_proj = 2
 
-    def _log_coefficients(self, parts):
-        _, k = parts
-        return -F.softplus(k), -F.softplus(-k)  # log(1 - z), log z
+    def _logit(self, parts):
+        return parts[1]  # k: 1 - z = sigmoid(-k), z = sigmoid(k)
 
     def _sequential(self, parts, h):
         h_tilde, k = parts
@@ -145,10 +145,10 @@ class MinGRU(_MinRNN):
 class MinLSTM(_MinRNN):
     n_proj = 3
 
-    def _log_coefficients(self, parts):
+    def _logit(self, parts):
         _, f, i = parts
-        diff = F.softplus(-f) - F.softplus(-i)  # log i - log f
-        return -F.softplus(diff), -F.softplus(-diff)  # log f', log i'
+        # log i - log f: f' = f / (f + i) = sigmoid(-diff), i' = sigmoid(diff)
+        return F.softplus(-f) - F.softplus(-i)
 
     def _sequential(self, parts, h):
         h_tilde, f, i = parts

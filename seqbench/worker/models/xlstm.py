@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqbench.worker.models.base import Mixer
-from seqbench.worker.models.ops.conv import causal_conv, causal_conv_step
+from seqbench.worker.models.ops.conv import causal_conv, causal_conv_step, causal_conv_window
 from seqbench.worker.models.ops.mlstm import mlstm_chunked, mlstm_init_state, mlstm_step
 
 
@@ -144,9 +144,7 @@ class _CausalConv(nn.Module):
 
     def window(self, x: torch.Tensor) -> torch.Tensor:
         """The last ``K - 1`` inputs of ``x (B, L, C)`` as a step window ``(B, C, K - 1)``."""
-        K = self.conv.kernel_size[0]
-        w = F.pad(x.transpose(1, 2), (max(0, K - 1 - x.shape[1]), 0))
-        return w[..., w.shape[-1] - (K - 1):]
+        return causal_conv_window(x, self.conv.kernel_size[0])
 
 
 class MLSTMLayer(nn.Module):
