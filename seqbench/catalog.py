@@ -43,7 +43,7 @@ class Entry:
 class ModelEntry(Entry):
     display: str = ""  # name shown in tables and plots
     color: str = "#333333"  # one colour per architecture, used by every plot
-    family: str = ""  # "rnn", "attention", "ssm", "conv"
+    family: str = ""  # "rnn", "attention", "linear-attention", "ssm", "conv"
     marker: str = "o"  # matplotlib marker: models with equal values stay distinguishable
     linestyle: str = "-"  # matplotlib line style, for the same reason
 
@@ -117,6 +117,31 @@ MODELS.add(ModelEntry("mamba2", f"{_M}.mamba2:Mamba2",
                       "SSD (Mamba-2): mamba_ssm Triton kernels, else seqbench's chunked SSD",
                       display="Mamba-2", color="#8c564b", family="ssm", marker="X",
                       linestyle=":"))
+MODELS.add(ModelEntry("tcn", f"{_M}.tcn:TCN",
+                      "temporal convolutional network (Bai et al. 2018), dilated causal convs",
+                      display="TCN", color="#17becf", family="conv", marker="h", linestyle="-."))
+MODELS.add(ModelEntry("mingru", f"{_M}.minrnn:MinGRU", "minGRU (Feng et al. 2024), parallel scan",
+                      display="minGRU", color="#bcbd22", family="rnn", marker="<",
+                      linestyle="--"))
+MODELS.add(ModelEntry("minlstm", f"{_M}.minrnn:MinLSTM",
+                      "minLSTM (Feng et al. 2024), parallel scan",
+                      display="minLSTM", color="#aec7e8", family="rnn", marker=">",
+                      linestyle=":"))
+MODELS.add(ModelEntry("lru", f"{_M}.lru:LRU",
+                      "linear recurrent unit (Orvieto et al. 2023), complex diagonal recurrence",
+                      display="LRU", color="#e377c2", family="ssm", marker="p", linestyle="-."))
+MODELS.add(ModelEntry("gla", f"{_M}.gla:GLA",
+                      "gated linear attention (Yang et al. 2024): fla kernels, else chunked torch",
+                      display="GLA", color="#98df8a", family="linear-attention", marker="*",
+                      linestyle="--"))
+MODELS.add(ModelEntry("hyena", f"{_M}.hyena:Hyena",
+                      "Hyena (Poli et al. 2023): implicit long filters, FFT convolution",
+                      display="Hyena", color="#c5b0d5", family="conv", marker="8",
+                      linestyle=":"))
+MODELS.add(ModelEntry("xlstm", f"{_M}.xlstm:XLSTM",
+                      "xLSTM (Beck et al. 2024): mLSTM and sLSTM blocks in a pattern",
+                      display="xLSTM", color="#393b79", family="rnn", marker="H",
+                      linestyle="-."))
 
 _D = "seqbench.worker.data"
 TASKS: Registry[TaskEntry] = Registry("task")

@@ -18,6 +18,7 @@ OPTIONAL_MODULES = {
     "causal_conv1d": "causal_conv1d",
     "triton": "triton",
     "mambapy": "mambapy",
+    "fla": "fla",  # flash-linear-attention: GLA's Triton kernels
 }
 
 

@@ -30,3 +30,11 @@ def causal_conv_step(x_t: torch.Tensor, window: torch.Tensor, weight: torch.Tens
     if bias is not None:
         y = y + bias
     return y, full[..., 1:]
+
+
+def causal_conv_window(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The window :func:`causal_conv_step` continues from after a whole sequence ``x (B, L, C)``:
+    its last ``kernel - 1`` inputs as ``(B, C, kernel - 1)``, zeros where ``L`` is shorter."""
+    w = x.transpose(1, 2)  # (B, C, L)
+    w = F.pad(w, (max(0, kernel - 1 - w.shape[-1]), 0))
+    return w[..., w.shape[-1] - (kernel - 1):]
