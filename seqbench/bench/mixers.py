@@ -186,8 +186,8 @@ CASES: dict[str, Case] = {
                   lambda x: fft_causal_conv(x["u"], x["k"]),
                   lambda x: direct_causal_conv(x["u"], x["k"])),
     "mlstm": Case(_mlstm_inputs,
-                  lambda x: mlstm_chunked(**x, chunk=XLSTMConfig().chunk)[0],
-                  lambda x: mlstm_naive(**x)[0]),
+                  lambda x: mlstm_chunked(**x, chunk=XLSTMConfig().chunk)[0],  # type: ignore[arg-type]
+                  lambda x: mlstm_naive(**x)[0]),  # type: ignore[arg-type]
     **{f"mixer:{name}": _mixer_case(name) for name in
        ("mingru", "minlstm", "lru", "gla", "xlstm")},
 }

@@ -196,7 +196,7 @@ class Backbone(nn.Module):
             self.embed = nn.Linear(io.input_dim, d)
         self.blocks = nn.ModuleList(Block(mixer_cls(d, mixer_cfg), cfg)
                                     for _ in range(cfg.n_layers))
-        self.mixers: list[Mixer] = [block.mixer for block in self.blocks]  # type: ignore[misc]
+        self.mixers: list[Mixer] = [block.mixer for block in self.blocks]
         self.norm_f = _norm(cfg.norm, d)
         self.head = nn.Linear(d, io.output_dim)
 
@@ -228,7 +228,7 @@ class Backbone(nn.Module):
         h = self.embed(x_t)  # (B, D)
         new_state = []
         for block, s in zip(self.blocks, state, strict=True):
-            h, s = block.step(h, s)  # type: ignore[operator]
+            h, s = block.step(h, s)
             new_state.append(s)
         return self.head(self.norm_f(h)), new_state
 
@@ -238,7 +238,7 @@ class Backbone(nn.Module):
         h = self.embed(x)  # (B, L, D)
         state = []
         for block in self.blocks:
-            h, s = block.prefill(h)  # type: ignore[operator]
+            h, s = block.prefill(h)
             state.append(s)
         return self.head(self.norm_f(h)), state
 
@@ -253,7 +253,7 @@ class Backbone(nn.Module):
         d = self.cfg.d_model
         flops = 0.0 if self.io.input_kind == "tokens" else 2.0 * tokens * self.io.input_dim * d
         for block, mixer in zip(self.blocks, self.mixers, strict=True):
-            flops += mixer.forward_flops(batch, seq_len) + block.mlp_flops(tokens)  # type: ignore[operator]
+            flops += mixer.forward_flops(batch, seq_len) + block.mlp_flops(tokens)
         head_positions = tokens if self.io.per_position else batch
         return flops + 2.0 * head_positions * d * self.io.output_dim
 

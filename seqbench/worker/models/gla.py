@@ -103,11 +103,11 @@ class GLA(Mixer):
         self.k_proj = nn.Linear(d_model, Kd, bias=False)
         self.v_proj = nn.Linear(d_model, Vd, bias=False)
         self.g_proj = nn.Linear(d_model, Vd, bias=False)  # output gate r
+        self.gk_proj: nn.Sequential | None = None
         if config.decay == "data":
             self.gk_proj = nn.Sequential(nn.Linear(d_model, config.gate_low_rank, bias=False),
                                          nn.Linear(config.gate_low_rank, Kd, bias=True))
         else:
-            self.gk_proj = None
             gamma = 1 - 2.0 ** (-5.0 - torch.arange(H, dtype=torch.float32))
             self.register_buffer("log_gamma", torch.log(gamma).unsqueeze(-1), persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(self.head_v))  # RMSNorm over a head's V
