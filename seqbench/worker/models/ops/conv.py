@@ -7,8 +7,13 @@ with zeros before the start, so the output never sees the future.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from seqbench.worker.models.ops import native
 
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -30,3 +35,58 @@ def causal_conv_step(x_t: torch.Tensor, window: torch.Tensor, weight: torch.Tens
     if bias is not None:
         y = y + bias
     return y, full[..., 1:]
+
+
+class _FusedConv(torch.autograd.Function):
+    """:func:`causal_conv` (optionally followed by silu) in the (B, L, C) layout, in one C++
+    pass (:mod:`seqbench.worker.models.ops.native`); the backward recomputes the pre-activation
+    rather than storing it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu):
+        dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        f = native.compute_dtype(x, weight, bias)
+        x = native.operand(x, f)
+        wt = weight.to(f).t().contiguous()  # (K, C)
+        bias = None if bias is None else bias.to(f).contiguous()
+        Bz, L, C = x.shape
+        out = x.new_empty(Bz, L, C)
+        args = native.fill(native.ConvArgs(), x=native.rows(x), wt=wt.data_ptr(),
+                           bias=native.ptr(bias), out=out.data_ptr(), Bz=Bz, L=L, C=C,
+                           K=wt.shape[0], silu=int(silu), nthreads=torch.get_num_threads())
+        if L > 0:
+            getattr(native.library(), f"sb_conv_fwd_{native.suffix(f)}")(ctypes.byref(args))
+        ctx.save_for_backward(x, wt, bias)
+        ctx.meta = (dtypes, silu)
+        return out.to(dtypes[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gout):
+        x, wt, bias = ctx.saved_tensors
+        dtypes, silu = ctx.meta
+        Bz, L, C = x.shape
+        K = wt.shape[0]
+        gout = gout.to(x.dtype).contiguous()
+        gx = x.new_empty(Bz, L, C)
+        gw = x.new_zeros(Bz, K, C)  # partial sums per batch element
+        gb = None if bias is None else x.new_zeros(Bz, C)
+        args = native.fill(native.ConvArgs(), x=native.rows(x), wt=wt.data_ptr(),
+                           bias=native.ptr(bias), gout=gout.data_ptr(), gx=gx.data_ptr(),
+                           gw=gw.data_ptr(), gbias=native.ptr(gb), Bz=Bz, L=L, C=C, K=K,
+                           silu=int(silu), nthreads=torch.get_num_threads())
+        if L > 0:
+            getattr(native.library(), f"sb_conv_bwd_{native.suffix(x.dtype)}")(
+                ctypes.byref(args))
+        gw = gw.sum(0).t().to(dtypes[1])  # (C, K)
+        gb = None if gb is None else gb.sum(0).to(dtypes[2])
+        return gx.to(dtypes[0]), gw, gb, None
+
+
+def causal_conv_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      silu: bool = False) -> torch.Tensor:
+    """Fused CPU :func:`causal_conv` (then ``silu`` when asked): ``x (B, L, C)`` read in place
+    (any row stride), ``weight (C, K)`` -> ``(B, L, C)`` contiguous. Needs
+    :func:`native.library`; computed in fp32 (fp64 stays fp64), returned in ``x``'s dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _FusedConv.apply(x, weight, bias, silu)
