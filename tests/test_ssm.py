@@ -20,6 +20,7 @@ from seqbench.worker.models.base import BackboneConfig, state_nbytes
 from seqbench.worker.models.ops import (
     causal_conv,
     causal_conv_step,
+    native,
     segsum,
     selective_scan,
     selective_scan_naive,
@@ -263,10 +264,17 @@ def test_no_weight_decay_names_real_parameters(name):
     assert names and names <= dict(model.named_parameters()).keys()
 
 
-@pytest.mark.parametrize("name,path", [("s4d", "fft-conv"), ("mamba", "torch-chunked-scan"),
-                                       ("mamba2", "torch-ssd")])
-def test_cpu_kernel_path_is_recorded(name, path):
-    model = build_model(name, {"d_model": 32}, TOKENS)
+FUSED = native.library() is not None  # the fused C++ kernels built here (tests/test_kernels.py)
+
+
+@pytest.mark.parametrize("name,scan,path", [
+    ("s4d", None, "fft-conv"),
+    ("mamba", "chunked", "torch-chunked-scan"),
+    ("mamba", "auto", "cpu-fused-scan" if FUSED else "torch-chunked-scan"),
+    ("mamba2", "chunked", "torch-ssd"),
+    ("mamba2", "auto", "cpu-fused-ssd" if FUSED else "torch-ssd")])
+def test_cpu_kernel_path_is_recorded(name, scan, path):
+    model = build_model(name, {"d_model": 32, **({"scan": scan} if scan else {})}, TOKENS)
     model(torch.randint(0, 10, (2, 20)))
     assert model.kernel_path == path
 
@@ -344,7 +352,7 @@ def test_mamba_flops_formula_matches_counted_matmuls():
     also computes K - 1 outputs past the end that the causal slice drops (counted, not in the
     formula). L = 64 is a whole number of scan chunks, so no padding is counted."""
     cls = mixer_class("mamba")
-    mixer = cls(32, cls.Config())
+    mixer = cls(32, cls.Config(scan="chunked"))  # the PyTorch path, whose matmuls torch counts
     batch, L, E, N, K = 3, 64, mixer.d_inner, mixer.config.d_state, mixer.config.d_conv
     counted = counted_flops(mixer, torch.randn(batch, L, 32))
     dropped_conv = batch * 2 * (K - 1) * E * K
@@ -355,7 +363,7 @@ def test_mamba_flops_formula_matches_counted_matmuls():
 @pytest.mark.parametrize("name", ["s4d", "mamba2"])
 def test_flops_formula_covers_the_counted_matmuls_and_is_affine_in_batch(name):
     cls = mixer_class(name)
-    mixer = cls(64, cls.Config())
+    mixer = cls(64, cls.Config(**({"scan": "chunked"} if name == "mamba2" else {})))
     counted = counted_flops(mixer, torch.randn(2, 128, 64))
     flops = [mixer.forward_flops(b, 128) for b in (2, 3, 4)]
     assert counted <= flops[0] <= 3 * counted

@@ -53,7 +53,7 @@ class _FusedConv(torch.autograd.Function):
         out = x.new_empty(Bz, L, C)
         args = native.fill(native.ConvArgs(), x=native.rows(x), wt=wt.data_ptr(),
                            bias=native.ptr(bias), out=out.data_ptr(), Bz=Bz, L=L, C=C,
-                           K=wt.shape[0], silu=int(silu), nthreads=torch.get_num_threads())
+                           K=wt.shape[0], silu=int(silu), nthreads=native.num_threads())
         if L > 0:
             getattr(native.library(), f"sb_conv_fwd_{native.suffix(f)}")(ctypes.byref(args))
         ctx.save_for_backward(x, wt, bias)
@@ -74,7 +74,7 @@ class _FusedConv(torch.autograd.Function):
         args = native.fill(native.ConvArgs(), x=native.rows(x), wt=wt.data_ptr(),
                            bias=native.ptr(bias), gout=gout.data_ptr(), gx=gx.data_ptr(),
                            gw=gw.data_ptr(), gbias=native.ptr(gb), Bz=Bz, L=L, C=C, K=K,
-                           silu=int(silu), nthreads=torch.get_num_threads())
+                           silu=int(silu), nthreads=native.num_threads())
         if L > 0:
             getattr(native.library(), f"sb_conv_bwd_{native.suffix(x.dtype)}")(
                 ctypes.byref(args))
@@ -87,6 +87,10 @@ def causal_conv_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
                       silu: bool = False) -> torch.Tensor:
     """Fused CPU :func:`causal_conv` (then ``silu`` when asked): ``x (B, L, C)`` read in place
     (any row stride), ``weight (C, K)`` -> ``(B, L, C)`` contiguous. Needs
-    :func:`native.library`; computed in fp32 (fp64 stays fp64), returned in ``x``'s dtype."""
+    :func:`native.library`; computed in fp32 (fp64 stays fp64), returned in ``x``'s dtype.
+    Kernels wider than 16 taps take the PyTorch path."""
+    if weight.shape[1] > native.library().sb_conv_max_taps():  # wider than the kernel's ring
+        y = causal_conv(x, weight, bias)
+        return F.silu(y) if silu else y
     with torch.autocast(x.device.type, enabled=False):
         return _FusedConv.apply(x, weight, bias, silu)

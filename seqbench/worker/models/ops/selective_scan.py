@@ -239,7 +239,7 @@ class _FusedScan(torch.autograd.Function):
                            At=At.data_ptr(), B=native.rows(B), C=native.rows(C),
                            Dskip=native.ptr(D), z=native.rows(z), out=out.data_ptr(),
                            ck=ck.data_ptr(), Bz=Bz, L=L, D=Dd, N=N, T=T,
-                           nthreads=torch.get_num_threads())
+                           nthreads=native.num_threads())
         if L > 0:
             getattr(lib, f"sb_scan_fwd_{native.suffix(f)}")(ctypes.byref(args))
         ctx.save_for_backward(u, delta, At, B, C, D, z, ck)
@@ -267,7 +267,7 @@ class _FusedScan(torch.autograd.Function):
                            gout=gout.data_ptr(), gu=gu.data_ptr(), gdelta=gdelta.data_ptr(),
                            gz=native.ptr(gz), gA=gA.data_ptr(), gB=gB.data_ptr(),
                            gC=gC.data_ptr(), gD=native.ptr(gD), Bz=Bz, L=L, D=Dd, N=N, T=T,
-                           nthreads=torch.get_num_threads())
+                           nthreads=native.num_threads())
         if L > 0:
             getattr(lib, f"sb_scan_bwd_{native.suffix(u.dtype)}")(ctypes.byref(args))
         grads = [gu, gdelta, gA.sum(0).t(), gB.sum(0), gC.sum(0),

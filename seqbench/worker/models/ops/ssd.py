@@ -165,7 +165,7 @@ class _FusedSSD(torch.autograd.Function):
         args = native.fill(native.SsdArgs(), x=native.rows(x), dt=native.rows(dt),
                            A=A.data_ptr(), B=native.rows(B), C=native.rows(C),
                            Dskip=native.ptr(D), y=y.data_ptr(), ck=ck.data_ptr(), Bz=Bz, L=L,
-                           H=H, P=P, G=G, N=N, T=T, nthreads=torch.get_num_threads())
+                           H=H, P=P, G=G, N=N, T=T, nthreads=native.num_threads())
         if L > 0:
             getattr(lib, f"sb_ssd_fwd_{native.suffix(f)}")(ctypes.byref(args))
         ctx.save_for_backward(x, dt, A, B, C, D, ck)
@@ -189,7 +189,7 @@ class _FusedSSD(torch.autograd.Function):
                            Dskip=native.ptr(D), ck=ck.data_ptr(), gy=gy.data_ptr(),
                            gx=gx.data_ptr(), gdt=gdt.data_ptr(), gA=gA.data_ptr(),
                            gB=gB.data_ptr(), gC=gC.data_ptr(), gD=native.ptr(gD), Bz=Bz, L=L,
-                           H=H, P=P, G=G, N=N, T=T, nthreads=torch.get_num_threads())
+                           H=H, P=P, G=G, N=N, T=T, nthreads=native.num_threads())
         if L > 0:
             getattr(native.library(), f"sb_ssd_bwd_{native.suffix(x.dtype)}")(
                 ctypes.byref(args))

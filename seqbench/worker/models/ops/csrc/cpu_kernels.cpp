@@ -100,6 +100,32 @@ int64_t useful_threads(int64_t nthreads, double work) {
   return std::max<int64_t>(1, std::min<int64_t>(nthreads, static_cast<int64_t>(work / 2e5)));
 }
 
+// Per-thread scratch memory, reused by every task a thread runs (and, on the calling thread,
+// across calls): a backward's chunk buffers are up to ~1 MB, and allocating them per task
+// costs page faults and zeroing that were measured at 10x the forward's time for small tasks.
+// The contents are undefined: callers initialise what they read.
+template <class S>
+S* scratch(size_t n) {
+  thread_local std::vector<S> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// Array sizes in scratch, padded so that consecutive arrays (and rows of a chunk buffer) start
+// one 64-byte line apart modulo 4 KiB: a store to one array and a load from another at the same
+// 4 KiB offset stall the load ("4K aliasing"), measured at 1.6x on a (64, 64) state.
+inline size_t padded(size_t n) { return (n + 15) / 16 * 16 + 16; }
+
+template <class S>
+struct Carve {
+  S* p;
+  S* take(size_t n) {
+    S* r = p;
+    p += padded(n);
+    return r;
+  }
+};
+
 // ---- exp ---------------------------------------------------------------------------------------
 // A vectorisable expf: Cody-Waite reduction x = k ln2 + r, |r| <= ln2 / 2, and Cephes' degree-6
 // polynomial for e^r (max relative error ~1.2e-7 on [-87, 88]). Below -87.3 it returns 0 (where
@@ -166,6 +192,8 @@ inline void hsum_tile(const S* tile, S* out) {
 }
 
 #if defined(__AVX512F__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive in the intrinsics
 // The same as a transpose-and-add tree: 45 instructions for 16 sums instead of ~8 per sum.
 template <>
 inline void hsum_tile<float>(const float* tile, float* out) {
@@ -185,6 +213,7 @@ inline void hsum_tile<float>(const float* tile, float* out) {
   _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88),
                                       _mm512_shuffle_f32x4(c[0], c[1], 0xDD)));
 }
+#pragma GCC diagnostic pop
 #endif
 
 // sums[n] = sum_l partial[n * 16 + l] for n < count (partial padded to 16-row tiles)
@@ -320,31 +349,36 @@ struct ScanTask {
     const int64_t N = a.N, L = a.L, T = a.T, D = a.D, Np = pad16(N);
     const int64_t nck = (L + T - 1) / T;
     const S* Dsk = static_cast<const S*>(a.Dskip);
-    std::vector<S> hs(T * N * DB), as(T * N * DB), dls(T * DB), dus(T * DB), ys(T * DB);
-    std::vector<S> h(N * DB), h0(N * DB), g(N * DB, S(0)), gAacc(N * DB, S(0));
-    std::vector<S> rC(Np * kW), rB(Np * kW);  // per-state partial sums over the lanes
+    const size_t ND = N * DB, R = padded(ND);  // R: row stride of the chunk buffers
+    Carve<S> c{scratch<S>(2 * padded(T * R) + 3 * padded(T * DB) + 4 * R + 2 * padded(Np * kW))};
+    S *hs = c.take(T * R), *as = c.take(T * R), *dls = c.take(T * DB), *dus = c.take(T * DB);
+    S *ys = c.take(T * DB), *h = c.take(ND), *h0 = c.take(ND), *g = c.take(ND);
+    S *gAacc = c.take(ND), *rC = c.take(Np * kW), *rB = c.take(Np * kW);  // partial sums
+    std::fill(g, g + ND, S(0));
+    std::fill(gAacc, gAacc + ND, S(0));
+    std::fill(rC, rC + Np * kW, S(0));  // rows past N stay 0
+    std::fill(rB, rB + Np * kW, S(0));
     alignas(64) S gyp[DB], gdu[DB], gdlA[DB], gskip[DB], gDacc[DB] = {};
     S* gBp = static_cast<S*>(a.gB) + (blk * a.Bz + b) * L * N;
     S* gCp = static_cast<S*>(a.gC) + (blk * a.Bz + b) * L * N;
     for (int64_t k = nck - 1; k >= 0; --k) {
       const int64_t t0 = k * T, t1 = std::min(L, t0 + T);
       const S* ck = static_cast<const S*>(a.ck) + ((b * nck + k) * N) * D + d0;
-      std::fill(h.begin(), h.end(), S(0));
-      for (int64_t n = 0; n < N; ++n) std::memcpy(h.data() + n * DB, ck + n * D, nb * sizeof(S));
-      h0 = h;
+      std::fill(h, h + ND, S(0));
+      for (int64_t n = 0; n < N; ++n) std::memcpy(h + n * DB, ck + n * D, nb * sizeof(S));
+      std::copy(h, h + ND, h0);
       for (int64_t t = t0; t < t1; ++t) {  // recompute the chunk's states from its checkpoint
         const int64_t i = t - t0;
-        load(t, dls.data() + i * DB, dus.data() + i * DB);
-        step<true>(t, dls.data() + i * DB, dus.data() + i * DB, h.data(), ys.data() + i * DB,
-                   hs.data() + i * N * DB, as.data() + i * N * DB);
+        load(t, dls + i * DB, dus + i * DB);
+        step<true>(t, dls + i * DB, dus + i * DB, h, ys + i * DB, hs + i * R, as + i * R);
       }
       for (int64_t t = t1 - 1; t >= t0; --t) {  // the adjoint, right to left
         const int64_t i = t - t0;
-        const S* hprev = i > 0 ? hs.data() + (i - 1) * N * DB : h0.data();
-        const S* hi = hs.data() + i * N * DB;
-        const S* ai = as.data() + i * N * DB;
-        const S* dl = dls.data() + i * DB;
-        const S* du = dus.data() + i * DB;
+        const S* hprev = i > 0 ? hs + (i - 1) * R : h0;
+        const S* hi = hs + i * R;
+        const S* ai = as + i * R;
+        const S* dl = dls + i * DB;
+        const S* du = dus + i * DB;
         const S* ur = row<S>(a.u, a.u_sb, a.u_sl, b, t) + d0;
         const S* go = static_cast<const S*>(a.gout) + (b * L + t) * D + d0;
         for (int64_t j = 0; j < DB; ++j) {
@@ -372,35 +406,36 @@ struct ScanTask {
         }
         const S* Br = row<S>(a.B, a.B_sb, a.B_sl, b, t);
         const S* Cr = row<S>(a.C, a.C_sb, a.C_sl, b, t);
-        for (int64_t jb = 0; jb < DB; jb += kW) {
-          alignas(64) S gduv[kW] = {}, gdlv[kW] = {};
-          for (int64_t n = 0; n < N; ++n) {
-            const S bn = Br[n], cn = Cr[n];
+        for (int64_t j = 0; j < DB; ++j) {
+          gdu[j] = S(0);
+          gdlA[j] = S(0);
+        }
+        for (int64_t n = 0; n < N; ++n) {  // both lane blocks at once: sums stay in registers
+          const S bn = Br[n], cn = Cr[n];
+          alignas(64) S rc[kW] = {}, rb[kW] = {};
+          for (int64_t jb = 0; jb < DB; jb += kW) {
             const int64_t o = n * DB + jb;
-            S* rc = rC.data() + n * kW;
-            S* rb = rB.data() + n * kW;
             const S* An = At.data() + o;
-            const bool first = jb == 0;
 #pragma omp simd
             for (int64_t l = 0; l < kW; ++l) {
               S gv = g[o + l] + cn * gyp[jb + l];  // dL/dh_t
-              S c = hi[o + l] * gyp[jb + l], bsum = gv * du[jb + l];
-              rc[l] = first ? c : rc[l] + c;
-              rb[l] = first ? bsum : rb[l] + bsum;
-              gduv[l] += bn * gv;
+              rc[l] += hi[o + l] * gyp[jb + l];
+              rb[l] += gv * du[jb + l];
+              gdu[jb + l] += bn * gv;
               S gah = gv * ai[o + l] * hprev[o + l];  // dL/d(delta_t A) = g_t a_t h_{t-1}
-              gdlv[l] += gah * An[l];
+              gdlA[jb + l] += gah * An[l];
               gAacc[o + l] += gah * dl[jb + l];
               g[o + l] = ai[o + l] * gv;  // flows into h_{t-1}
             }
           }
+#pragma omp simd  // one vector store each (without the pragma: 16 lane extracts)
           for (int64_t l = 0; l < kW; ++l) {
-            gdu[jb + l] = gduv[l];
-            gdlA[jb + l] = gdlv[l];
+            rC[n * kW + l] = rc[l];
+            rB[n * kW + l] = rb[l];
           }
         }
-        hsum_rows(rB.data(), N, gBp + t * N);
-        hsum_rows(rC.data(), N, gCp + t * N);
+        hsum_rows(rB, N, gBp + t * N);
+        hsum_rows(rC, N, gCp + t * N);
         S* gur = static_cast<S*>(a.gu) + (b * L + t) * D + d0;
         S* gdr = static_cast<S*>(a.gdelta) + (b * L + t) * D + d0;
         for (int64_t j = 0; j < nb; ++j) {
@@ -523,33 +558,74 @@ struct SsdTask {
     }
   }
 
+  // One step of the adjoint at time t over the (N, Pp) state: g (dL/dH_{t+1} decayed, on entry)
+  // becomes a_t dL/dH_t; rB, rC get per-lane partial sums of dL/dB_t, dL/dC_t (rows of kW),
+  // gxdt = dL/d(dt_t x_t), gdav += per-lane dL/da_t. NB lane blocks (0: Pp / kW at run time).
+  template <int NB>
+  void reverse(const S* Br, const S* Cr, const S* gyp, const S* xdt, const S* hi,
+               const S* hprev, S* g, S ai, S* rB, S* rC, S* gxdt, S* gdav) const {
+    const int64_t nbk = NB > 0 ? NB : Pp / kW;
+    alignas(64) S local[NB > 0 ? NB : 1][kW] = {};
+    S* gx = NB > 0 ? &local[0][0] : gxdt;  // the generic case accumulates in memory
+    if (NB == 0) std::fill(gxdt, gxdt + Pp, S(0));
+    for (int64_t n = 0; n < a.N; ++n) {
+      const S bn = Br[n], cn = Cr[n];
+      alignas(64) S rc[kW] = {}, rb[kW] = {};
+      for (int64_t pb = 0; pb < nbk; ++pb) {
+        const int64_t o = n * Pp + pb * kW;
+        const S* gy = gyp + pb * kW;
+        const S* xd = xdt + pb * kW;
+#pragma omp simd
+        for (int64_t l = 0; l < kW; ++l) {
+          S gv = g[o + l] + cn * gy[l];  // dL/dH_t
+          rc[l] += hi[o + l] * gy[l];
+          rb[l] += gv * xd[l];
+          gx[pb * kW + l] += bn * gv;
+          gdav[l] += gv * hprev[o + l];
+          g[o + l] = ai * gv;
+        }
+      }
+#pragma omp simd  // one vector store each (without the pragma: 16 lane extracts)
+      for (int64_t l = 0; l < kW; ++l) {
+        rC[n * kW + l] = rc[l];
+        rB[n * kW + l] = rb[l];
+      }
+    }
+    if (NB > 0) std::copy(gx, gx + Pp, gxdt);
+  }
+
   void backward() const {
     const int64_t N = a.N, P = a.P, L = a.L, T = a.T, H = a.H, HP = a.H * a.P, Np = pad16(N);
     const int64_t nck = (L + T - 1) / T;
     const S Ah = static_cast<const S*>(a.A)[h];
     const S Dh = a.Dskip ? static_cast<const S*>(a.Dskip)[h] : S(0);
-    std::vector<S> hs(T * N * Pp), xdts(T * Pp), as(T), dts(T), st(N * Pp), h0(N * Pp);
-    std::vector<S> g(N * Pp, S(0)), ytmp(Pp), gxdt(Pp), gyp(Pp, S(0));
-    std::vector<S> rC(Np * kW, S(0)), rB(Np * kW, S(0));  // per-state partial sums
+    const size_t NP = N * Pp, R = padded(NP);  // R: row stride of the chunk buffer
+    Carve<S> c{scratch<S>(padded(T * R) + padded(T * Pp) + 2 * padded(T) + 3 * R +
+                          3 * padded(Pp) + 2 * padded(Np * kW))};
+    S *hs = c.take(T * R), *xdts = c.take(T * Pp), *as = c.take(T), *dts = c.take(T);
+    S *st = c.take(NP), *h0 = c.take(NP), *g = c.take(NP), *ytmp = c.take(Pp);
+    S *gxdt = c.take(Pp), *gyp = c.take(Pp), *rC = c.take(Np * kW), *rB = c.take(Np * kW);
+    std::fill(g, g + NP, S(0));
+    std::fill(gyp, gyp + Pp, S(0));  // lanes past P stay 0
+    std::fill(rC, rC + Np * kW, S(0));  // rows past N stay 0
+    std::fill(rB, rB + Np * kW, S(0));
     S gAacc = S(0), gDacc = S(0);
     S* gBp = static_cast<S*>(a.gB) + (h * a.Bz + b) * L * N;
     S* gCp = static_cast<S*>(a.gC) + (h * a.Bz + b) * L * N;
     for (int64_t k = nck - 1; k >= 0; --k) {
       const int64_t t0 = k * T, t1 = std::min(L, t0 + T);
-      std::memcpy(st.data(), static_cast<const S*>(a.ck) + ((b * H + h) * nck + k) * N * Pp,
-                  N * Pp * sizeof(S));
-      h0 = st;
+      std::memcpy(st, static_cast<const S*>(a.ck) + ((b * H + h) * nck + k) * NP, NP * sizeof(S));
+      std::copy(st, st + NP, h0);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t i = t - t0;
-        dts[i] = load(t, xdts.data() + i * Pp);
-        as[i] = step<true>(t, dts[i], xdts.data() + i * Pp, st.data(), ytmp.data(),
-                           hs.data() + i * N * Pp);
+        dts[i] = load(t, xdts + i * Pp);
+        as[i] = step<true>(t, dts[i], xdts + i * Pp, st, ytmp, hs + i * R);
       }
       for (int64_t t = t1 - 1; t >= t0; --t) {
         const int64_t i = t - t0;
-        const S* hprev = i > 0 ? hs.data() + (i - 1) * N * Pp : h0.data();
-        const S* hi = hs.data() + i * N * Pp;
-        const S* xdt = xdts.data() + i * Pp;
+        const S* hprev = i > 0 ? hs + (i - 1) * R : h0;
+        const S* hi = hs + i * R;
+        const S* xdt = xdts + i * Pp;
         const S ai = as[i], dtv = dts[i];
         const S* xr = row<S>(a.x, a.x_sb, a.x_sl, b, t) + h * P;
         const S* Br = row<S>(a.B, a.B_sb, a.B_sl, b, t) + grp * N;
@@ -557,29 +633,15 @@ struct SsdTask {
         const S* gyr = static_cast<const S*>(a.gy) + (b * L + t) * HP + h * P;
         for (int64_t p = 0; p < P; ++p) gyp[p] = gyr[p];  // lanes past P stay 0
         alignas(64) S gdav[kW] = {};  // dL/da_t = sum g_t H_{t-1}, per lane
-        for (int64_t pb = 0; pb < Pp; pb += kW) {
-          alignas(64) S gxv[kW] = {};
-          const bool first = pb == 0;
-          for (int64_t n = 0; n < N; ++n) {
-            const S bn = Br[n], cn = Cr[n];
-            const int64_t o = n * Pp + pb;
-            S* rc = rC.data() + n * kW;
-            S* rb = rB.data() + n * kW;
-#pragma omp simd
-            for (int64_t l = 0; l < kW; ++l) {
-              S gv = g[o + l] + cn * gyp[pb + l];  // dL/dH_t
-              S c = hi[o + l] * gyp[pb + l], bsum = gv * xdt[pb + l];
-              rc[l] = first ? c : rc[l] + c;
-              rb[l] = first ? bsum : rb[l] + bsum;
-              gxv[l] += bn * gv;
-              gdav[l] += gv * hprev[o + l];
-              g[o + l] = ai * gv;
-            }
-          }
-          for (int64_t l = 0; l < kW; ++l) gxdt[pb + l] = gxv[l];
+        switch (Pp / kW) {  // the lane blocks of P unrolled: every accumulator in a register
+          case 1: reverse<1>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
+          case 2: reverse<2>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
+          case 3: reverse<3>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
+          case 4: reverse<4>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
+          default: reverse<0>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav);
         }
-        hsum_rows(rB.data(), N, gBp + t * N);
-        hsum_rows(rC.data(), N, gCp + t * N);
+        hsum_rows(rB, N, gBp + t * N);
+        hsum_rows(rC, N, gCp + t * N);
         S gda = S(0);
         for (int64_t l = 0; l < kW; ++l) gda += gdav[l];
         S gdt = gda * ai * Ah, gD = S(0);
