@@ -1,5 +1,9 @@
 """The short causal depthwise convolution in front of Mamba's and Mamba-2's scans, as a full
-sequence op and as a streaming step (what ``causal_conv1d`` provides on CUDA).
+sequence op and as a streaming step (what ``causal_conv1d`` provides on CUDA), and a fused CPU
+kernel (:func:`causal_conv_fused`) that reads the (B, L, C) layout in place and applies the silu
+that follows it: the PyTorch path transposes to (B, C, L) and back, and the silu backward on
+that transposed view was 10x slower than on a contiguous tensor (90 ms of a 650 ms Mamba-2
+step at L = 2048, batch 8, one thread).
 
 Channel ``c`` of the output at time ``t`` is ``bias[c] + sum_k weight[c, k] x[t - K + 1 + k, c]``
 with zeros before the start, so the output never sees the future.

@@ -1,5 +1,6 @@
 """The selective scan of Mamba (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with
-Selective State Spaces", Algorithm 2) in pure PyTorch: a fast chunked path and a naive reference.
+Selective State Spaces", Algorithm 2): a fused C++ CPU kernel, a pure-PyTorch chunked path and a
+naive reference.
 
 Per batch element, channel ``d`` and state ``n`` (A is diagonal, so every (d, n) pair is an
 independent scalar recurrence)::
@@ -32,6 +33,17 @@ the sweeps win for Mamba-1's per-channel, per-state decays.
 
 Inputs in bf16/fp16 are computed in fp32 (fp64 stays fp64) and the output is cast back, as
 mamba-ssm does.
+
+**Fused CPU kernel** (:func:`selective_scan_fused`, ``csrc/cpu_kernels.cpp``): the recurrence
+itself, one task per (batch element, block of 32 channels), with the state (N x 32) in
+registers and L1. The chunked path above materialises every state, ``(B, L, N, D)`` fp32
+(134 MB at B = 8, L = 4096, D = 64, N = 16), several times forward and backward; the kernel
+writes only the state entering every chunk of ``FUSED_CHUNK`` steps, and its backward
+recomputes a chunk's states from there (as mamba-ssm's CUDA kernel recomputes them in shared
+memory) before running the adjoint right to left. The D skip and the ``silu(z)`` gate are fused
+in too. Measured side by side (``python -m seqbench.bench.scan``, B = 8, D = 64, N = 16, one
+thread, fwd + bwd, load 4.5 on 2 cores): 0.155 s vs 1.195 s for the chunked scan at L = 4096
+(7.7x; mambapy 4.06 s) with 104 vs 500 MiB peak.
 """
 
 from __future__ import annotations

@@ -513,10 +513,9 @@ struct SsdTask {
     return dtv;
   }
 
-  // one step on the state st (N, Pp); returns the decay; y (Pp) gets H_t C_t. With kStore
-  // the new state is copied to hs (N, Pp).
-  template <bool kStore>
-  S step(int64_t t, S dtv, const S* xdt, S* st, S* y, S* hs) const {
+  // one step on the state st (N, Pp), lane blocks outside so that y (Pp), which gets H_t C_t,
+  // accumulates in registers
+  void step(int64_t t, S dtv, const S* xdt, S* st, S* y) const {
     const int64_t N = a.N;
     const S dA = ex(dtv * static_cast<const S*>(a.A)[h]);
     const S* Br = row<S>(a.B, a.B_sb, a.B_sl, b, t) + grp * N;
@@ -530,13 +529,11 @@ struct SsdTask {
         for (int64_t l = 0; l < kW; ++l) {
           S hv = dA * sn[l] + xdt[pb + l] * bn;
           sn[l] = hv;
-          if constexpr (kStore) hs[n * Pp + pb + l] = hv;
           yv[l] += cn * hv;
         }
       }
       for (int64_t l = 0; l < kW; ++l) y[pb + l] = yv[l];
     }
-    return dA;
   }
 
   void forward() const {
@@ -550,7 +547,7 @@ struct SsdTask {
         std::memcpy(ck, st.data(), N * Pp * sizeof(S));
       }
       const S dtv = load(t, xdt.data());
-      step<false>(t, dtv, xdt.data(), st.data(), y.data(), nullptr);
+      step(t, dtv, xdt.data(), st.data(), y.data());
       const S* xr = row<S>(a.x, a.x_sb, a.x_sl, b, t) + h * P;
       S* yr = static_cast<S*>(a.y) + (b * L + t) * HP + h * P;
 #pragma omp simd
@@ -558,19 +555,42 @@ struct SsdTask {
     }
   }
 
-  // One step of the adjoint at time t over the (N, Pp) state: g (dL/dH_{t+1} decayed, on entry)
-  // becomes a_t dL/dH_t; rB, rC get per-lane partial sums of dL/dB_t, dL/dC_t (rows of kW),
-  // gxdt = dL/d(dt_t x_t), gdav += per-lane dL/da_t. NB lane blocks (0: Pp / kW at run time).
+  // The recomputation of H_t = a_t H_{t-1} + B_t (dt_t x_t) from hprev into hi (both (N, Pp)),
+  // and, while H_t is in registers, the per-lane partial sums of dL/dC_t[n] = H_t[n, :] . gy_t
+  // (rows of kW in rC). NB lane blocks unrolled (0: Pp / kW at run time).
   template <int NB>
-  void reverse(const S* Br, const S* Cr, const S* gyp, const S* xdt, const S* hi,
-               const S* hprev, S* g, S ai, S* rB, S* rC, S* gxdt, S* gdav) const {
+  void recompute(S dA, const S* Br, const S* xdt, const S* gyp, const S* hprev, S* hi,
+                 S* rC) const {
+    const int64_t nbk = NB > 0 ? NB : Pp / kW;
+    for (int64_t n = 0; n < a.N; ++n) {
+      const S bn = Br[n];
+      alignas(64) S rc[kW] = {};
+      for (int64_t pb = 0; pb < nbk; ++pb) {
+        const int64_t o = n * Pp + pb * kW;
+#pragma omp simd
+        for (int64_t l = 0; l < kW; ++l) {
+          S hv = dA * hprev[o + l] + xdt[pb * kW + l] * bn;
+          hi[o + l] = hv;
+          rc[l] += hv * gyp[pb * kW + l];
+        }
+      }
+#pragma omp simd  // one vector store (without the pragma: 16 lane extracts)
+      for (int64_t l = 0; l < kW; ++l) rC[n * kW + l] = rc[l];
+    }
+  }
+
+  // One step of the adjoint at time t: g (a_{t+1} dL/dH_{t+1} on entry) becomes a_t dL/dH_t;
+  // rB gets per-lane partial sums of dL/dB_t, gxdt = dL/d(dt_t x_t), gdav += per-lane dL/da_t.
+  template <int NB>
+  void reverse(const S* Br, const S* Cr, const S* gyp, const S* xdt, const S* hprev, S* g,
+               S ai, S* rB, S* gxdt, S* gdav) const {
     const int64_t nbk = NB > 0 ? NB : Pp / kW;
     alignas(64) S local[NB > 0 ? NB : 1][kW] = {};
     S* gx = NB > 0 ? &local[0][0] : gxdt;  // the generic case accumulates in memory
     if (NB == 0) std::fill(gxdt, gxdt + Pp, S(0));
     for (int64_t n = 0; n < a.N; ++n) {
       const S bn = Br[n], cn = Cr[n];
-      alignas(64) S rc[kW] = {}, rb[kW] = {};
+      alignas(64) S rb[kW] = {};
       for (int64_t pb = 0; pb < nbk; ++pb) {
         const int64_t o = n * Pp + pb * kW;
         const S* gy = gyp + pb * kW;
@@ -578,70 +598,64 @@ struct SsdTask {
 #pragma omp simd
         for (int64_t l = 0; l < kW; ++l) {
           S gv = g[o + l] + cn * gy[l];  // dL/dH_t
-          rc[l] += hi[o + l] * gy[l];
           rb[l] += gv * xd[l];
           gx[pb * kW + l] += bn * gv;
           gdav[l] += gv * hprev[o + l];
           g[o + l] = ai * gv;
         }
       }
-#pragma omp simd  // one vector store each (without the pragma: 16 lane extracts)
-      for (int64_t l = 0; l < kW; ++l) {
-        rC[n * kW + l] = rc[l];
-        rB[n * kW + l] = rb[l];
-      }
+#pragma omp simd
+      for (int64_t l = 0; l < kW; ++l) rB[n * kW + l] = rb[l];
     }
     if (NB > 0) std::copy(gx, gx + Pp, gxdt);
   }
 
-  void backward() const {
+  template <int NB>
+  void backward_nb() const {
     const int64_t N = a.N, P = a.P, L = a.L, T = a.T, H = a.H, HP = a.H * a.P, Np = pad16(N);
     const int64_t nck = (L + T - 1) / T;
     const S Ah = static_cast<const S*>(a.A)[h];
     const S Dh = a.Dskip ? static_cast<const S*>(a.Dskip)[h] : S(0);
     const size_t NP = N * Pp, R = padded(NP);  // R: row stride of the chunk buffer
-    Carve<S> c{scratch<S>(padded(T * R) + padded(T * Pp) + 2 * padded(T) + 3 * R +
-                          3 * padded(Pp) + 2 * padded(Np * kW))};
+    Carve<S> c{scratch<S>(padded(T * R) + 2 * padded(T * Pp) + 2 * padded(T) + R + padded(Pp) +
+                          2 * padded(Np * kW))};
     S *hs = c.take(T * R), *xdts = c.take(T * Pp), *as = c.take(T), *dts = c.take(T);
-    S *st = c.take(NP), *h0 = c.take(NP), *g = c.take(NP), *ytmp = c.take(Pp);
-    S *gxdt = c.take(Pp), *gyp = c.take(Pp), *rC = c.take(Np * kW), *rB = c.take(Np * kW);
+    S *g = c.take(NP), *gxdt = c.take(Pp), *gys = c.take(T * Pp);
+    S *rC = c.take(Np * kW), *rB = c.take(Np * kW);  // per-state partial sums
     std::fill(g, g + NP, S(0));
-    std::fill(gyp, gyp + Pp, S(0));  // lanes past P stay 0
-    std::fill(rC, rC + Np * kW, S(0));  // rows past N stay 0
+    std::fill(gys, gys + T * Pp, S(0));  // lanes past P stay 0
+    std::fill(rC, rC + Np * kW, S(0));   // rows past N stay 0
     std::fill(rB, rB + Np * kW, S(0));
     S gAacc = S(0), gDacc = S(0);
     S* gBp = static_cast<S*>(a.gB) + (h * a.Bz + b) * L * N;
     S* gCp = static_cast<S*>(a.gC) + (h * a.Bz + b) * L * N;
     for (int64_t k = nck - 1; k >= 0; --k) {
       const int64_t t0 = k * T, t1 = std::min(L, t0 + T);
-      std::memcpy(st, static_cast<const S*>(a.ck) + ((b * H + h) * nck + k) * NP, NP * sizeof(S));
-      std::copy(st, st + NP, h0);
-      for (int64_t t = t0; t < t1; ++t) {
+      const S* h0 = static_cast<const S*>(a.ck) + ((b * H + h) * nck + k) * NP;  // H_{t0 - 1}
+      for (int64_t t = t0; t < t1; ++t) {  // the chunk's states again, and dL/dC
         const int64_t i = t - t0;
         dts[i] = load(t, xdts + i * Pp);
-        as[i] = step<true>(t, dts[i], xdts + i * Pp, st, ytmp, hs + i * R);
+        as[i] = ex(dts[i] * Ah);
+        S* gy = gys + i * Pp;
+        const S* gyr = static_cast<const S*>(a.gy) + (b * L + t) * HP + h * P;
+        std::copy(gyr, gyr + P, gy);
+        const S* Br = row<S>(a.B, a.B_sb, a.B_sl, b, t) + grp * N;
+        recompute<NB>(as[i], Br, xdts + i * Pp, gy, i > 0 ? hs + (i - 1) * R : h0, hs + i * R,
+                      rC);
+        hsum_rows(rC, N, gCp + t * N);
       }
-      for (int64_t t = t1 - 1; t >= t0; --t) {
+      for (int64_t t = t1 - 1; t >= t0; --t) {  // the adjoint, right to left
         const int64_t i = t - t0;
         const S* hprev = i > 0 ? hs + (i - 1) * R : h0;
-        const S* hi = hs + i * R;
         const S* xdt = xdts + i * Pp;
+        const S* gy = gys + i * Pp;
         const S ai = as[i], dtv = dts[i];
         const S* xr = row<S>(a.x, a.x_sb, a.x_sl, b, t) + h * P;
         const S* Br = row<S>(a.B, a.B_sb, a.B_sl, b, t) + grp * N;
         const S* Cr = row<S>(a.C, a.C_sb, a.C_sl, b, t) + grp * N;
-        const S* gyr = static_cast<const S*>(a.gy) + (b * L + t) * HP + h * P;
-        for (int64_t p = 0; p < P; ++p) gyp[p] = gyr[p];  // lanes past P stay 0
         alignas(64) S gdav[kW] = {};  // dL/da_t = sum g_t H_{t-1}, per lane
-        switch (Pp / kW) {  // the lane blocks of P unrolled: every accumulator in a register
-          case 1: reverse<1>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
-          case 2: reverse<2>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
-          case 3: reverse<3>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
-          case 4: reverse<4>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav); break;
-          default: reverse<0>(Br, Cr, gyp, xdt, hi, hprev, g, ai, rB, rC, gxdt, gdav);
-        }
+        reverse<NB>(Br, Cr, gy, xdt, hprev, g, ai, rB, gxdt, gdav);
         hsum_rows(rB, N, gBp + t * N);
-        hsum_rows(rC, N, gCp + t * N);
         S gda = S(0);
         for (int64_t l = 0; l < kW; ++l) gda += gdav[l];
         S gdt = gda * ai * Ah, gD = S(0);
@@ -649,8 +663,8 @@ struct SsdTask {
 #pragma omp simd reduction(+ : gdt, gD)
         for (int64_t p = 0; p < P; ++p) {
           gdt += gxdt[p] * xr[p];
-          gD += gyp[p] * xr[p];
-          gxr[p] = gxdt[p] * dtv + gyp[p] * Dh;
+          gD += gy[p] * xr[p];
+          gxr[p] = gxdt[p] * dtv + gy[p] * Dh;
         }
         static_cast<S*>(a.gdt)[(b * L + t) * H + h] = gdt;
         gAacc += gda * ai * dtv;
@@ -659,6 +673,17 @@ struct SsdTask {
     }
     static_cast<S*>(a.gA)[b * H + h] = gAacc;
     if (a.gD) static_cast<S*>(a.gD)[b * H + h] = gDacc;
+  }
+
+  void backward() const {
+    switch (Pp / kW) {  // the lane blocks of P unrolled: every accumulator in a register
+      case 1: return backward_nb<1>();
+      case 2: return backward_nb<2>();
+      case 3: return backward_nb<3>();
+      case 4: return backward_nb<4>();
+      case 8: return backward_nb<8>();
+      default: return backward_nb<0>();
+    }
   }
 };
 
