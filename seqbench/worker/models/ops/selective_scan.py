@@ -271,7 +271,7 @@ class _FusedScan(torch.autograd.Function):
         gu, gdelta = torch.empty_like(u), torch.empty_like(u)
         gz = None if z is None else torch.empty_like(u)
         gA = u.new_zeros(Bz, N, Dd)  # partial sums: per batch element
-        gB, gC = u.new_zeros(nblk, Bz, L, N), u.new_zeros(nblk, Bz, L, N)  # per channel block
+        gB, gC = u.new_empty(nblk, Bz, L, N), u.new_empty(nblk, Bz, L, N)  # per block, all set
         gD = None if D is None else u.new_zeros(Bz, Dd)
         args = native.fill(native.ScanArgs(), u=native.rows(u), delta=native.rows(delta),
                            At=At.data_ptr(), B=native.rows(B), C=native.rows(C),
@@ -282,7 +282,8 @@ class _FusedScan(torch.autograd.Function):
                            nthreads=native.num_threads())
         if L > 0:
             getattr(lib, f"sb_scan_bwd_{native.suffix(u.dtype)}")(ctypes.byref(args))
-        grads = [gu, gdelta, gA.sum(0).t(), gB.sum(0), gC.sum(0),
+        grads = [gu, gdelta, gA.sum(0).t(), gB[0] if nblk == 1 else gB.sum(0),
+                 gC[0] if nblk == 1 else gC.sum(0),
                  None if gD is None else gD.sum(0), gz]
         return (*(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes, strict=True)),
                 None)

@@ -190,7 +190,7 @@ class _FusedSSD(torch.autograd.Function):
         gy = gy.to(x.dtype).contiguous()
         gx, gdt = x.new_empty(Bz, L, H, P), x.new_empty(Bz, L, H)
         gA = x.new_zeros(Bz, H)  # partial sums per batch element
-        gB, gC = x.new_zeros(H, Bz, L, N), x.new_zeros(H, Bz, L, N)  # per head
+        gB, gC = x.new_empty(H, Bz, L, N), x.new_empty(H, Bz, L, N)  # per head, all written
         gD = None if D is None else x.new_zeros(Bz, H)
         args = native.fill(native.SsdArgs(), x=native.rows(x), dt=native.rows(dt),
                            A=A.data_ptr(), B=native.rows(B), C=native.rows(C),
@@ -203,7 +203,8 @@ class _FusedSSD(torch.autograd.Function):
                 ctypes.byref(args))
 
         def per_group(g: torch.Tensor) -> torch.Tensor:  # (H, B, L, N) -> (B, L, G, N)
-            return g.view(G, H // G, Bz, L, N).sum(1).permute(1, 2, 0, 3)
+            g = g if H == G else g.view(G, H // G, Bz, L, N).sum(1)
+            return g.permute(1, 2, 0, 3)
 
         grads = [gx, gdt, gA.sum(0), per_group(gB), per_group(gC),
                  None if gD is None else gD.sum(0)]
