@@ -21,6 +21,7 @@
 #include <cstring>
 #include <limits>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -676,13 +677,16 @@ struct SsdTask {
   }
 
   void backward() const {
-    switch (Pp / kW) {  // the lane blocks of P unrolled: every accumulator in a register
-      case 1: return backward_nb<1>();
-      case 2: return backward_nb<2>();
-      case 3: return backward_nb<3>();
-      case 4: return backward_nb<4>();
-      case 8: return backward_nb<8>();
-      default: return backward_nb<0>();
+    if constexpr (std::is_same_v<S, double>) {  // fp64 serves references: one generic copy
+      return backward_nb<0>();
+    } else {
+      switch (Pp / kW) {  // the lane blocks of P unrolled: every accumulator in a register
+        case 1: return backward_nb<1>();
+        case 2: return backward_nb<2>();
+        case 4: return backward_nb<4>();
+        case 8: return backward_nb<8>();
+        default: return backward_nb<0>();
+      }
     }
   }
 };
