@@ -1,32 +1,43 @@
 """Build, cache and load seqbench's fused CPU kernels (``csrc/cpu_kernels.cpp``).
 
-The kernels are plain C++17 with a C ABI, no torch headers: the machine's ``g++`` compiles them
-in about 4 s, and Python calls them through :mod:`ctypes` with tensors' data pointers. The
-shared library is cached on disk, keyed by a hash of the source, the compiler's version, the
-flags and the CPU's feature flags (the build uses ``-march=native``), in ``$SEQBENCH_KERNEL_DIR``
-or else ``$XDG_CACHE_HOME/seqbench/kernels`` (``~/.cache/seqbench/kernels``). Concurrent
-processes take a file lock, so one builds and the others wait and load.
+The kernels are plain C++17 with a C ABI and no torch headers: the machine's ``g++`` compiles
+them, and Python calls them through :mod:`ctypes` with tensors' data pointers (the autograd
+Functions live next to their PyTorch references in ``selective_scan.py``, ``ssd.py`` and
+``conv.py``). The shared library is cached on disk, keyed by a hash of the source, the
+compiler's version, the flags and the CPU's feature flags (the build uses ``-march=native``), in
+``$SEQBENCH_KERNEL_DIR`` or else ``$XDG_CACHE_HOME/seqbench/kernels``
+(``~/.cache/seqbench/kernels``). Concurrent processes take a file lock, so one builds and the
+others wait and load; the library is renamed into place whole.
 
 The library is loaded when this module is imported: in a worker zygote (``preload()`` imports
-every model module) that happens once, before any job forks, and a cold build is paid once per
-machine, never per job. Nothing here may break a job: without a compiler, with a failing build,
-or with ``SEQBENCH_CPU_KERNELS=0`` in the environment, :func:`library` returns None,
+every model module) that happens once, before any job forks, so a job never pays a build or a
+JIT, and a cold build is paid once per machine (and once per CI run, whose tests share the
+cache). Nothing here may break a job: without a compiler, with a failing build, or with
+``SEQBENCH_CPU_KERNELS=0`` in the environment, :func:`library` returns None,
 :func:`unavailable_reason` says why, and the mixers run their pure-PyTorch paths (and record
 that in ``kernel_path``).
 
-Why this and not the alternatives, measured on this project's 2-core machine (Xeon with
-AVX-512, g++ 12.2, torch 2.13 CPU, Python 3.11, idle, cold caches):
+Why this and not the alternatives, measured on this project's machine (2-core Xeon with
+AVX-512 in a VM shared with other work, load average 3-4; g++ 12.2, torch 2.13 CPU, Python
+3.11), the same selective-scan kernel in each:
 
-====================================  ===========  =================  ========================
-candidate                             install      build/compile      per process
-====================================  ===========  =================  ========================
-g++ + ctypes (this module)            0 (g++ in    3.6 s per machine  dlopen 2 ms; no JIT
-                                      the image)   (cached)
-torch.utils.cpp_extension.load        0 (g++,      see ``BUILD_NOTES``
-(torch/extension.h, pybind11)         ninja)
-numba 0.68.1 (+ llvmlite 0.50.0)      +208 MB,     see ``BUILD_NOTES``
-                                      10 s pip
-====================================  ===========  =================  ========================
+=============================  ==================  =====================  ====================
+candidate                      install             cold build / JIT       every process
+=============================  ==================  =====================  ====================
+g++ + ctypes (this module)     nothing: g++ and    7 s CPU, 11 s wall,    import + dlopen
+                               the torch wheel     once per machine       0.06-0.10 s; first
+                               are on the image                           call 2 ms, no JIT
+torch.utils.cpp_extension      nothing (ninja and  82 s wall (torch/      0.01 s after
+(torch/extension.h, pybind11)  g++ on the image)   extension.h headers)   importing it
+numba 0.68.1                   +208 MB (llvmlite   4.1 s for the forward  0.5 s cache load per
+                               173 MB), pip 10 s   alone (cache=True)     function; the code
+                                                                          ran 7.5x slower
+                                                                          (scalar exp)
+=============================  ==================  =====================  ====================
+
+The kernel itself only needs pointers and sizes, so torch's headers (80 s of the extension's
+build) buy nothing here; numba's JIT is paid per process for every kernel that is not cached,
+and without Intel's SVML it leaves ``exp`` scalar, the scan's main cost.
 """
 
 from __future__ import annotations
