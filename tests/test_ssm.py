@@ -20,6 +20,7 @@ from seqbench.worker.models.base import BackboneConfig, state_nbytes
 from seqbench.worker.models.ops import (
     causal_conv,
     causal_conv_step,
+    native,
     segsum,
     selective_scan,
     selective_scan_naive,
@@ -101,6 +102,21 @@ def test_s4d_kernel_reaches_far_back():
     torch.manual_seed(0)
     k = cls(4, cls.Config(dt_min=0.001, dt_max=0.01)).kernel(1000).detach()
     assert k[:, 500:].abs().max() > 0.05 * k.abs().max()
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 63, 64, 513, 4096], ids=lambda L: f"s4d-K-L{L}")
+def test_s4d_kernel_equals_the_direct_vandermonde_product(length):
+    """The blocked kernel (z^(qT) z^r as a matmul) against sum_n CB_n z_n^l with every power
+    formed directly, in fp64 from the same parameters: fp32 rounding only (measured 5e-7)."""
+    torch.manual_seed(0)
+    cls = mixer_class("s4d")
+    mixer = cls(8, cls.Config(d_state=16, dt_min=0.001, dt_max=0.5))
+    dtA, CB, _ = (t.detach().cdouble() for t in mixer._discrete())
+    powers = torch.exp(dtA.unsqueeze(-1) * torch.arange(length, dtype=torch.float64))
+    direct = 2 * torch.einsum("hn,hnl->hl", CB, powers).real  # (H, L)
+    kernel = mixer.kernel(length)
+    assert kernel.shape == (8, length) and kernel.dtype == torch.float32
+    assert rel_err(kernel, direct) < 2e-6
 
 
 # --- Mamba's selective scan ------------------------------------------------------------------
@@ -263,10 +279,17 @@ def test_no_weight_decay_names_real_parameters(name):
     assert names and names <= dict(model.named_parameters()).keys()
 
 
-@pytest.mark.parametrize("name,path", [("s4d", "fft-conv"), ("mamba", "torch-chunked-scan"),
-                                       ("mamba2", "torch-ssd")])
-def test_cpu_kernel_path_is_recorded(name, path):
-    model = build_model(name, {"d_model": 32}, TOKENS)
+FUSED = native.library() is not None  # the fused C++ kernels built here (tests/test_kernels.py)
+
+
+@pytest.mark.parametrize("name,scan,path", [
+    ("s4d", None, "fft-conv"),
+    ("mamba", "chunked", "torch-chunked-scan"),
+    ("mamba", "auto", "cpu-fused-scan" if FUSED else "torch-chunked-scan"),
+    ("mamba2", "chunked", "torch-ssd"),
+    ("mamba2", "auto", "cpu-fused-ssd" if FUSED else "torch-ssd")])
+def test_cpu_kernel_path_is_recorded(name, scan, path):
+    model = build_model(name, {"d_model": 32, **({"scan": scan} if scan else {})}, TOKENS)
     model(torch.randint(0, 10, (2, 20)))
     assert model.kernel_path == path
 
@@ -344,7 +367,7 @@ def test_mamba_flops_formula_matches_counted_matmuls():
     also computes K - 1 outputs past the end that the causal slice drops (counted, not in the
     formula). L = 64 is a whole number of scan chunks, so no padding is counted."""
     cls = mixer_class("mamba")
-    mixer = cls(32, cls.Config())
+    mixer = cls(32, cls.Config(scan="chunked"))  # the PyTorch path, whose matmuls torch counts
     batch, L, E, N, K = 3, 64, mixer.d_inner, mixer.config.d_state, mixer.config.d_conv
     counted = counted_flops(mixer, torch.randn(batch, L, 32))
     dropped_conv = batch * 2 * (K - 1) * E * K
@@ -355,7 +378,7 @@ def test_mamba_flops_formula_matches_counted_matmuls():
 @pytest.mark.parametrize("name", ["s4d", "mamba2"])
 def test_flops_formula_covers_the_counted_matmuls_and_is_affine_in_batch(name):
     cls = mixer_class(name)
-    mixer = cls(64, cls.Config())
+    mixer = cls(64, cls.Config(**({"scan": "chunked"} if name == "mamba2" else {})))
     counted = counted_flops(mixer, torch.randn(2, 128, 64))
     flops = [mixer.forward_flops(b, 128) for b in (2, 3, 4)]
     assert counted <= flops[0] <= 3 * counted

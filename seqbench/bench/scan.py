@@ -1,16 +1,19 @@
 """Forward + backward of Mamba's selective scan on CPU, side by side in one run: seqbench's
-chunked scan, the ``mambapy`` package's parallel (Blelloch) scan, and mamba-ssm's
-``selective_scan_ref`` (the pure-PyTorch reference of its CUDA kernel).
+chunked PyTorch scan (``seqbench``), seqbench's fused C++ kernel (``seqbench-fused``), the
+``mambapy`` package's parallel (Blelloch) scan, and mamba-ssm's ``selective_scan_ref`` (the
+pure-PyTorch reference of its CUDA kernel).
 
     python -m seqbench.bench.scan                       # batch 8, d_inner 128, state 16
-    python -m seqbench.bench.scan --lengths 256 1024 --d-inner 64 --threads 1
+    python -m seqbench.bench.scan --lengths 1024 4096 --d-inner 64 --threads 1 2
 
 Every (implementation, length) runs in a fresh spawned process, with the same seeded inputs
 (``u, delta, B, C`` and the S4D-Real ``A``), so one cannot warm the caches of another and a
 run over the time limit is stopped and reported as ``> limit``. The timed call is
 ``y = scan(...); y.backward(gy)`` from leaf tensors; after one untimed warm-up call the median
 of ``--repeats`` calls is reported (a first call longer than ``--single-call-s`` is reported on
-its own instead: repeating a 50 s call adds nothing). No speed is reported for an
+its own instead: repeating a 50 s call adds nothing). Memory is the child's peak resident set
+(``ru_maxrss``) minus its resident set just before the first call (after imports and inputs):
+what the scan itself needed at its peak, forward and backward. No speed is reported for an
 implementation whose outputs and gradients disagree with seqbench's beyond ``--rtol``
 (relative to the largest magnitude): the row says ``MISMATCH`` and the exit status is 1.
 
@@ -27,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IMPLEMENTATIONS = ("seqbench", "mambapy", "selective_scan_ref")
+IMPLEMENTATIONS = ("seqbench", "seqbench-fused", "mambapy", "selective_scan_ref")
 REFERENCE = "seqbench"  # the others are checked against it
 
 
@@ -68,6 +72,12 @@ def _load(impl: str) -> Callable[..., torch.Tensor]:
         from seqbench.worker.models.ops import selective_scan
 
         return selective_scan
+    if impl == "seqbench-fused":
+        from seqbench.worker.models.ops import native, selective_scan_fused
+
+        if native.library() is None:
+            raise RuntimeError(native.unavailable_reason())
+        return selective_scan_fused
     if impl == "mambapy":
         from mambapy.mamba import MambaBlock
 
@@ -111,19 +121,29 @@ def _worker(impl: str, shape: dict[str, int], seed: int, repeats: int, single_ca
         y.backward(gy)
         return time.perf_counter() - start, y.detach()
 
+    base_rss = _rss_bytes()
     first, y = call()
     times = [first] if first > single_call_s else [call()[0] for _ in range(repeats)]
-    torch.save({"first_s": first, "times_s": times, "y": y,
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    torch.save({"first_s": first, "times_s": times, "y": y, "peak_rss_bytes": peak,
+                "scan_peak_bytes": peak - base_rss,
                 "grads": {k: t.grad for k, t in inputs.items()}}, out)
 
 
-def run(impl: str, shape: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+def _rss_bytes() -> int:
+    """Current resident set of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run(impl: str, shape: dict[str, int], threads: int, args: argparse.Namespace
+        ) -> dict[str, Any]:
     """Run one (implementation, shape) in a fresh process under the time limit."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.pt")
         proc = mp.get_context("spawn").Process(
             target=_worker, args=(impl, shape, args.seed, args.repeats, args.single_call_s,
-                                  args.threads, out))
+                                  threads, out))
         proc.start()
         proc.join(args.timeout)
         if proc.is_alive():
@@ -170,7 +190,8 @@ def cell(result: dict[str, Any], args: argparse.Namespace) -> str:
     if result.get("mismatch"):
         return f"MISMATCH ({result['rel_diff']:.1e})"
     calls = len(result["times_s"])
-    return f"{result['median_s']:.3f} s" + (" (1 call)" if calls == 1 else "")
+    mem = f", {result['scan_peak_bytes'] / 2**20:.0f} MiB"
+    return f"{result['median_s']:.3f} s{mem}" + (" (1 call)" if calls == 1 else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="scan channels (a Mamba block of width 64 with expand 2 has 128)")
     p.add_argument("--d-state", type=int, default=16)
     p.add_argument("--impl", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                   help="thread counts, each a run of every implementation")
     p.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up call")
     p.add_argument("--single-call-s", type=float, default=10.0,
                    help="a first call longer than this is the only measurement")
@@ -196,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     info = header(args)
     print(json.dumps(info))
     rows, ok = [], True
-    for length in args.lengths:
+    for threads, length in ((t, n) for t in args.threads for n in args.lengths):
         shape = {"batch": args.batch, "length": length, "d_inner": args.d_inner,
                  "d_state": args.d_state}
-        results = {impl: run(impl, shape, args) for impl in impls}
+        results = {impl: run(impl, shape, threads, args) for impl in impls}
         ref = results[REFERENCE]
-        row: dict[str, Any] = {"length": length}
+        row: dict[str, Any] = {"length": length, "threads": threads,
+                               "load_avg": os.getloadavg()[0]}
         for impl, res in results.items():
             if "times_s" in res:
                 res["median_s"] = statistics.median(res["times_s"])
@@ -215,17 +238,21 @@ def main(argv: list[str] | None = None) -> int:
             r = row[impl]
             if base and "median_s" in r and not r.get("mismatch"):
                 r["slowdown_vs_seqbench"] = r["median_s"] / base
+                r["memory_vs_seqbench"] = (r["scan_peak_bytes"]
+                                           / max(row[REFERENCE]["scan_peak_bytes"], 1))
             elif base and r.get("timeout"):
                 r["slowdown_vs_seqbench_at_least"] = args.timeout / base
         rows.append(row)
         cells = [f"{impl}: {cell(row[impl], args)}" for impl in impls]
-        ratios = [f"{impl}/seqbench {row[impl]['slowdown_vs_seqbench']:.1f}x"
+        ratios = [f"{impl}/seqbench {row[impl]['slowdown_vs_seqbench']:.2f}x time, "
+                  f"{row[impl]['memory_vs_seqbench']:.2f}x memory"
                   for impl in impls[1:] if "slowdown_vs_seqbench" in row[impl]]
         ratios += [f"{impl}/seqbench > {row[impl]['slowdown_vs_seqbench_at_least']:.0f}x"
                    for impl in impls[1:] if "slowdown_vs_seqbench_at_least" in row[impl]]
         diffs = [f"{impl} max rel diff {row[impl]['rel_diff']:.0e}"
                  for impl in impls[1:] if "rel_diff" in row[impl]]
-        print(f"L={length:<6} " + " | ".join(cells + ratios + diffs), flush=True)
+        print(f"threads={threads} L={length:<6} load {row['load_avg']:.1f} | "
+              + " | ".join(cells + ratios + diffs), flush=True)
     info["load_avg_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps({"header": info, "rows": rows}, indent=2))

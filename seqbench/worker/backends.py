@@ -53,4 +53,7 @@ def probe() -> dict[str, str | None]:
     status["cudnn"] = None if torch.backends.cudnn.is_available() else "cuDNN not available"
     for name, module in OPTIONAL_MODULES.items():
         status[name] = import_error(module)
+    from seqbench.worker.models.ops import native  # builds the fused CPU kernels if not cached
+
+    status["cpu_kernels"] = native.unavailable_reason()
     return status

@@ -8,17 +8,25 @@ the selective SSM block of ``mamba_ssm/modules/mamba_simple.py``::
     y = selective_scan(x, delta, A, B, C) + D * x,   A = -exp(A_log): (E, N)
     out = out_proj(y * silu(z))
 
-Two paths compute the same function (parameter names match mamba-ssm's, so weights load):
+Three paths compute the same function (parameter names match mamba-ssm's, so weights load);
+``kernel_path`` records which one ran:
 
 - ``mamba_ssm-cuda``: mamba-ssm's fused CUDA selective scan (``selective_scan_fn``), used on a
   CUDA device when the compiled extension imports;
-- ``torch-chunked-scan``: seqbench's own chunked scan (:mod:`seqbench.worker.models.ops`), on CPU
-  and
-  on CUDA without the extension.
+- ``cpu-fused-scan``: seqbench's fused C++ kernels on CPU
+  (:func:`~seqbench.worker.models.ops.selective_scan_fused` with the D skip and the gate inside,
+  after :func:`~seqbench.worker.models.ops.causal_conv_fused` with the silu inside): no
+  per-step state is stored, the backward recomputes it chunk by chunk;
+- ``torch-chunked-scan``: seqbench's pure-PyTorch chunked scan
+  (:func:`~seqbench.worker.models.ops.selective_scan`), the reference of the fused one, on CPU
+  when the C++ kernels cannot be built here and on CUDA without mamba-ssm.
 
 ``backend: auto`` takes the first that can run; ``backend: mamba_ssm`` insists on the kernels
 and makes the row ``unavailable`` (with the import error) where they cannot run; ``backend:
-torch`` always takes seqbench's path. mamba-ssm is imported lazily, never at module import.
+torch`` always takes seqbench's paths. mamba-ssm is imported lazily, never at module import.
+Within seqbench's paths ``scan: auto`` takes the fused kernel on CPU when it is available,
+``scan: fused`` insists on it (``unavailable`` with the build error otherwise) and ``scan:
+chunked`` pins the PyTorch scan.
 """
 
 from __future__ import annotations
@@ -38,13 +46,18 @@ from seqbench.worker.backends import import_error
 from seqbench.worker.models.base import Mixer
 from seqbench.worker.models.ops import (
     causal_conv,
+    causal_conv_fused,
     causal_conv_step,
+    native,
     selective_scan,
+    selective_scan_fused,
     selective_scan_step,
 )
 
 Backend = Literal["auto", "mamba_ssm", "torch"]
 BACKENDS = ("auto", "mamba_ssm", "torch")
+Scan = Literal["auto", "fused", "chunked"]
+SCANS = ("auto", "fused", "chunked")
 SCAN_MODULE = "mamba_ssm.ops.selective_scan_interface"  # imports the compiled selective_scan_cuda
 
 
@@ -72,6 +85,23 @@ def resolve_backend(backend: str, module: str, device: torch.device) -> tuple[st
             return "torch", None
         return ("torch", None) if mamba_ssm_reason(module, device) else ("mamba_ssm", None)
     return "mamba_ssm", mamba_ssm_reason(module, device)
+
+
+def resolve_scan(scan: str, device: torch.device) -> tuple[bool, str | None]:
+    """(run seqbench's fused CPU kernels, reason they cannot) for a config's ``scan``.
+
+    ``auto`` never fails: without the kernels (not on CPU, no compiler, a failed build) it
+    takes the PyTorch path. ``fused`` reports why the kernels cannot run; ``chunked`` never
+    asks.
+    """
+    if scan == "chunked":
+        return False, None
+    reason = native.unavailable_reason()
+    if device.type != "cpu":
+        reason = f"the fused scan runs on CPU (device is {device.type})"
+    if scan == "auto":
+        return reason is None, None
+    return True, None if reason is None else f"scan: fused: {reason}"
 
 
 @contextlib.contextmanager
@@ -106,12 +136,15 @@ class MambaConfig:
     dt_init_floor: float = 1e-4
     conv_bias: bool = True
     bias: bool = False  # in_proj / out_proj biases
-    chunk: int = 0  # torch path: steps per scan chunk; 0 = about sqrt(L)
+    chunk: int = 0  # chunked scan: steps per chunk; 0 = about sqrt(L)
     backend: Backend = "auto"  # auto | mamba_ssm | torch
+    scan: Scan = "auto"  # seqbench's paths: auto | fused (C++, CPU) | chunked (PyTorch)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}")
         if min(self.d_state, self.d_conv, self.expand) < 1 or self.chunk < 0:
             raise ValueError("d_state, d_conv, expand must be positive and chunk >= 0")
         if self.dt_rank != "auto" and (isinstance(self.dt_rank, bool)
@@ -147,7 +180,11 @@ class Mamba(Mixer):
 
     @classmethod
     def unavailable_reason(cls, config: MambaConfig, device: torch.device) -> str | None:
-        return resolve_backend(config.backend, SCAN_MODULE, torch.device(device))[1]
+        device = torch.device(device)
+        backend, reason = resolve_backend(config.backend, SCAN_MODULE, device)
+        if reason is None and backend == "torch":
+            reason = resolve_scan(config.scan, device)[1]
+        return reason
 
     def no_weight_decay(self) -> set[str]:
         return {"A_log", "D"}  # mamba-ssm marks these _no_weight_decay
@@ -159,13 +196,24 @@ class Mamba(Mixer):
         backend, reason = resolve_backend(self.config.backend, SCAN_MODULE, x.device)
         if reason is not None:
             raise BackendUnavailable(reason)
+        fused, reason = (False, None) if backend == "mamba_ssm" else resolve_scan(
+            self.config.scan, x.device)
+        if reason is not None:
+            raise BackendUnavailable(reason)
         R, N = self.dt_rank, self.config.d_state
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
-        xs = F.silu(causal_conv(xs, self._conv_weight(), self.conv1d.bias))
+        if fused:
+            xs = causal_conv_fused(xs, self._conv_weight(), self.conv1d.bias, silu=True)
+        else:
+            xs = F.silu(causal_conv(xs, self._conv_weight(), self.conv1d.bias))
         dt, B, C = self.x_proj(xs).split([R, N, N], dim=-1)  # (B, L, R), (B, L, N) x 2
         A = -torch.exp(self.A_log.float())  # (E, N)
         if backend == "mamba_ssm":
             y = self._scan_mamba_ssm(xs, dt, A, B, C, z)
+        elif fused:
+            self.kernel_path = "cpu-fused-scan"
+            delta = F.softplus(self.dt_proj(dt))  # (B, L, E)
+            y = selective_scan_fused(xs, delta, A, B, C, self.D, z)  # (y + D xs) silu(z)
         else:
             self.kernel_path = "torch-chunked-scan"
             delta = F.softplus(self.dt_proj(dt))  # (B, L, E)

@@ -7,14 +7,21 @@ Through Structured State Space Duality"): the block of ``mamba_ssm/modules/mamba
     y = SSD(x, dt, A, B, C) + D * x   (B, L, H, P)
     out = out_proj(rmsnorm(y * silu(z)))
 
-Two paths compute the same function (parameter names match mamba-ssm's):
+Three paths compute the same function (parameter names match mamba-ssm's); ``kernel_path``
+records which one ran:
 
 - ``mamba_ssm-triton``: mamba-ssm's Triton SSD kernels (``mamba_chunk_scan_combined``), on a
   CUDA device when they import;
-- ``torch-ssd``: seqbench's chunked SSD (:mod:`seqbench.worker.models.ops.ssd`) everywhere else.
+- ``cpu-fused-ssd``: seqbench's fused C++ kernels on CPU: the conv with its silu
+  (:func:`~seqbench.worker.models.ops.causal_conv_fused`) and the SSD as a recurrence per head
+  with the D skip inside (:func:`~seqbench.worker.models.ops.ssd_fused`; no per-step state is
+  stored, the backward recomputes it chunk by chunk);
+- ``torch-ssd``: seqbench's chunked SSD (:func:`~seqbench.worker.models.ops.ssd_chunked`), the
+  reference of the fused one, everywhere else.
 
-``backend`` works as for :mod:`seqbench.worker.models.mamba`: an explicit ``mamba_ssm`` request that
-cannot run here (no GPU, no Triton, a broken install) gives an ``unavailable`` row and the reason.
+``backend`` and ``scan`` work as for :mod:`seqbench.worker.models.mamba`: an explicit request
+that cannot run here (``backend: mamba_ssm`` without a GPU or Triton, ``scan: fused`` without
+the C++ kernels) gives an ``unavailable`` row and the reason.
 """
 
 from __future__ import annotations
@@ -31,12 +38,22 @@ from seqbench.errors import BackendUnavailable
 from seqbench.worker.models.base import Mixer
 from seqbench.worker.models.mamba import (
     BACKENDS,
+    SCANS,
     Backend,
+    Scan,
     init_dt_bias,
     kernel_failures_unavailable,
     resolve_backend,
+    resolve_scan,
 )
-from seqbench.worker.models.ops import causal_conv, causal_conv_step, ssd_chunked, ssd_step
+from seqbench.worker.models.ops import (
+    causal_conv,
+    causal_conv_fused,
+    causal_conv_step,
+    ssd_chunked,
+    ssd_fused,
+    ssd_step,
+)
 
 SSD_MODULE = "mamba_ssm.ops.triton.ssd_combined"  # the Triton SSD kernels
 
@@ -53,15 +70,18 @@ class Mamba2Config:
     dt_min: float = 0.001
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
-    chunk: int = 64  # chunk length of the SSD (both paths)
+    chunk: int = 64  # chunk length of the chunked SSD (and of mamba-ssm's)
     conv_bias: bool = True
     bias: bool = False  # in_proj / out_proj biases
     norm_eps: float = 1e-5
     backend: Backend = "auto"  # auto | mamba_ssm | torch
+    scan: Scan = "auto"  # seqbench's paths: auto | fused (C++, CPU) | chunked (PyTorch SSD)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}")
         if min(self.d_state, self.d_conv, self.expand, self.headdim, self.ngroups, self.chunk) < 1:
             raise ValueError("d_state, d_conv, expand, headdim, ngroups, chunk must be positive")
         if not 0 < self.A_init_min <= self.A_init_max or not 0 < self.dt_min <= self.dt_max:
@@ -100,7 +120,11 @@ class Mamba2(Mixer):
 
     @classmethod
     def unavailable_reason(cls, config: Mamba2Config, device: torch.device) -> str | None:
-        return resolve_backend(config.backend, SSD_MODULE, torch.device(device))[1]
+        device = torch.device(device)
+        backend, reason = resolve_backend(config.backend, SSD_MODULE, device)
+        if reason is None and backend == "torch":
+            reason = resolve_scan(config.scan, device)[1]
+        return reason
 
     def no_weight_decay(self) -> set[str]:
         return {"A_log", "D", "dt_bias"}  # mamba-ssm marks these _no_weight_decay
@@ -127,9 +151,17 @@ class Mamba2(Mixer):
         backend, reason = resolve_backend(self.config.backend, SSD_MODULE, x.device)
         if reason is not None:
             raise BackendUnavailable(reason)
+        fused, reason = (False, None) if backend == "mamba_ssm" else resolve_scan(
+            self.config.scan, x.device)
+        if reason is not None:
+            raise BackendUnavailable(reason)
         Bz, L, _ = x.shape
         z, xBC, dt = self._split(self.in_proj(x))
-        xBC = F.silu(causal_conv(xBC, self.conv1d.weight.squeeze(1), self.conv1d.bias))
+        w = self.conv1d.weight.squeeze(1)  # (E + 2GN, K)
+        if fused:
+            xBC = causal_conv_fused(xBC, w, self.conv1d.bias, silu=True)
+        else:
+            xBC = F.silu(causal_conv(xBC, w, self.conv1d.bias))
         xs, B, C = self._heads(xBC)  # (B, L, H, P), (B, L, G, N) x 2
         A = -torch.exp(self.A_log.float())  # (H,)
         if backend == "mamba_ssm":
@@ -139,6 +171,10 @@ class Mamba2(Mixer):
             with kernel_failures_unavailable("mamba_ssm mamba_chunk_scan_combined"):
                 y = mamba_chunk_scan_combined(xs, dt, A, B, C, chunk_size=self.config.chunk,
                                               D=self.D, dt_bias=self.dt_bias, dt_softplus=True)
+        elif fused:
+            self.kernel_path = "cpu-fused-ssd"
+            dt = F.softplus(dt + self.dt_bias)  # (B, L, H)
+            y = ssd_fused(xs, dt, A, B, C, self.D)  # SSD + D x
         else:
             self.kernel_path = "torch-ssd"
             dt = F.softplus(dt + self.dt_bias)  # (B, L, H)

@@ -72,10 +72,24 @@ class S4D(Mixer):
         return dtA, CB, decay
 
     def kernel(self, L: int) -> torch.Tensor:
-        """The convolution kernel K: (H, L), fp32."""
+        """The convolution kernel K: (H, L), fp32.
+
+        ``K_l = 2 Re sum_n CB_n z_n^l`` with ``z = exp(dt A)``. Writing ``l = q T + r`` (T about
+        sqrt(L)), ``z^l = z^(qT) z^r``, so K is a batched matrix product of ``CB z^(qT)``
+        (H, L/T, N/2) and ``z^r`` (H, N/2, T): ``H N/2 (L/T + T)`` complex exponentials
+        instead of ``H N/2 L`` (these took 48% of a training step at L = 2048 on CPU), and the
+        rest is a real matmul. Every power is one ``exp`` of ``dt A`` times an integer, as before.
+        """
         dtA, CB, _ = self._discrete()
-        powers = torch.exp(dtA.unsqueeze(-1) * torch.arange(L, device=dtA.device))  # (H, N/2, L)
-        return 2 * torch.einsum("hn,hnl->hl", CB, powers).real
+        T = max(1, math.isqrt(L))
+        Q = -(-L // T)
+        z_r = torch.exp(dtA.unsqueeze(-1) * torch.arange(T, device=dtA.device))  # (H, N/2, T)
+        starts = torch.arange(Q, device=dtA.device) * T  # q T
+        w_q = CB.unsqueeze(-1) * torch.exp(dtA.unsqueeze(-1) * starts)  # (H, N/2, Q): CB z^(qT)
+        # 2 Re(w^T z) = 2 (Re w^T Re z - Im w^T Im z), as one real batched matmul
+        lhs = torch.cat([w_q.real, -w_q.imag], dim=1).transpose(1, 2)  # (H, Q, N)
+        rhs = torch.cat([z_r.real, z_r.imag], dim=1)  # (H, N, T)
+        return (2 * lhs @ rhs).reshape(dtA.shape[0], Q * T)[:, :L]
 
     def _mix(self, y: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., H)
         return F.glu(self.out(F.gelu(y)), dim=-1)

@@ -1,5 +1,6 @@
 """The selective scan of Mamba (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with
-Selective State Spaces", Algorithm 2) in pure PyTorch: a fast chunked path and a naive reference.
+Selective State Spaces", Algorithm 2): a fused C++ CPU kernel, a pure-PyTorch chunked path and a
+naive reference.
 
 Per batch element, channel ``d`` and state ``n`` (A is diagonal, so every (d, n) pair is an
 independent scalar recurrence)::
@@ -32,14 +33,28 @@ the sweeps win for Mamba-1's per-channel, per-state decays.
 
 Inputs in bf16/fp16 are computed in fp32 (fp64 stays fp64) and the output is cast back, as
 mamba-ssm does.
+
+**Fused CPU kernel** (:func:`selective_scan_fused`, ``csrc/cpu_kernels.cpp``): the recurrence
+itself, one task per (batch element, block of 32 channels), with the state (N x 32) in
+registers and L1. The chunked path above materialises every state, ``(B, L, N, D)`` fp32
+(134 MB at B = 8, L = 4096, D = 64, N = 16), several times forward and backward; the kernel
+writes only the state entering every chunk of ``FUSED_CHUNK`` steps, and its backward
+recomputes a chunk's states from there (as mamba-ssm's CUDA kernel recomputes them in shared
+memory) before running the adjoint right to left. The D skip and the ``silu(z)`` gate are fused
+in too. Measured side by side (``python -m seqbench.bench.scan``, B = 8, D = 64, N = 16, one
+thread, fwd + bwd, load 4.5 on 2 cores): 0.155 s vs 1.195 s for the chunked scan at L = 4096
+(7.7x; mambapy 4.06 s) with 104 vs 500 MiB peak.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from seqbench.worker.models.ops import native
 
 
 def chunk_len(seq_len: int, chunk: int | None = None) -> int:
@@ -209,3 +224,79 @@ def selective_scan_step(u_t: torch.Tensor, delta_t: torch.Tensor, A: torch.Tenso
     h = a * h + (delta_t.float() * u_t.float()).unsqueeze(-1) * B_t.float().unsqueeze(1)
     y = (h @ C_t.float().unsqueeze(-1)).squeeze(-1)  # (B, D)
     return y.to(u_t.dtype), h
+
+
+# --- the fused CPU kernel ---------------------------------------------------------------------
+FUSED_CHUNK = 64  # steps between stored states: the backward recomputes this many at a time
+
+
+class _FusedScan(torch.autograd.Function):
+    """The selective scan with the skip and the gate, ``(scan(u) + D u) * silu(z)``, in one
+    C++ pass (:mod:`seqbench.worker.models.ops.native`); only the state entering every chunk of
+    ``T`` steps is stored, the backward recomputes the rest chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, chunk):
+        lib = native.library()
+        dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z)]
+        f = native.compute_dtype(u, delta, A, B, C, D, z)
+        u, delta, B, C, z = (native.operand(t, f) for t in (u, delta, B, C, z))
+        At = A.to(f).t().contiguous()  # (N, D)
+        D = None if D is None else D.to(f).contiguous()
+        Bz, L, Dd = u.shape
+        N, T = At.shape[0], max(1, min(chunk, L))
+        out = u.new_empty(Bz, L, Dd)
+        ck = u.new_empty(Bz, -(-L // T), N, Dd)  # the state entering each chunk
+        args = native.fill(native.ScanArgs(), u=native.rows(u), delta=native.rows(delta),
+                           At=At.data_ptr(), B=native.rows(B), C=native.rows(C),
+                           Dskip=native.ptr(D), z=native.rows(z), out=out.data_ptr(),
+                           ck=ck.data_ptr(), Bz=Bz, L=L, D=Dd, N=N, T=T,
+                           nthreads=native.num_threads())
+        if L > 0:
+            getattr(lib, f"sb_scan_fwd_{native.suffix(f)}")(ctypes.byref(args))
+        ctx.save_for_backward(u, delta, At, B, C, D, z, ck)
+        ctx.meta = (dtypes, T)
+        return out.to(dtypes[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gout):
+        u, delta, At, B, C, D, z, ck = ctx.saved_tensors
+        dtypes, T = ctx.meta
+        lib = native.library()
+        Bz, L, Dd = u.shape
+        N = At.shape[0]
+        nblk = -(-Dd // lib.sb_scan_block())
+        gout = gout.to(u.dtype).contiguous()
+        gu, gdelta = torch.empty_like(u), torch.empty_like(u)
+        gz = None if z is None else torch.empty_like(u)
+        gA = u.new_zeros(Bz, N, Dd)  # partial sums: per batch element
+        gB, gC = u.new_empty(nblk, Bz, L, N), u.new_empty(nblk, Bz, L, N)  # per block, all set
+        gD = None if D is None else u.new_zeros(Bz, Dd)
+        args = native.fill(native.ScanArgs(), u=native.rows(u), delta=native.rows(delta),
+                           At=At.data_ptr(), B=native.rows(B), C=native.rows(C),
+                           Dskip=native.ptr(D), z=native.rows(z), ck=ck.data_ptr(),
+                           gout=gout.data_ptr(), gu=gu.data_ptr(), gdelta=gdelta.data_ptr(),
+                           gz=native.ptr(gz), gA=gA.data_ptr(), gB=gB.data_ptr(),
+                           gC=gC.data_ptr(), gD=native.ptr(gD), Bz=Bz, L=L, D=Dd, N=N, T=T,
+                           nthreads=native.num_threads())
+        if L > 0:
+            getattr(lib, f"sb_scan_bwd_{native.suffix(u.dtype)}")(ctypes.byref(args))
+        grads = [gu, gdelta, gA.sum(0).t(), gB[0] if nblk == 1 else gB.sum(0),
+                 gC[0] if nblk == 1 else gC.sum(0),
+                 None if gD is None else gD.sum(0), gz]
+        return (*(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes, strict=True)),
+                None)
+
+
+def selective_scan_fused(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                         C: torch.Tensor, D: torch.Tensor | None = None,
+                         z: torch.Tensor | None = None, chunk: int = FUSED_CHUNK) -> torch.Tensor:
+    """Fused CPU selective scan: ``(y + D u) * silu(z)`` with ``y`` the scan of
+    :func:`selective_scan` (``D`` (D,) and ``z`` (B, L, D) optional: no skip, no gate).
+
+    Needs :func:`native.library` (check :func:`native.unavailable_reason` first); CPU tensors.
+    Computed in fp32 (fp64 stays fp64), returned in ``u``'s dtype.
+    """
+    with torch.autocast(u.device.type, enabled=False):
+        return _FusedScan.apply(u, delta, A, B, C, D, z, chunk)
