@@ -10,7 +10,9 @@ Three kinds share the type: ``train`` (train, evaluate, time), ``scale`` (time t
 step and the forward pass at one length) and ``stream`` (streaming latency at one context
 position); the last two carry a :class:`ScaleMeasure` block and a CPU memory cap. A scale job's
 ``train`` block holds the whole :class:`~seqbench.config.spec.TrainSpec` for the worker, but
-its canonical JSON keeps only the keys the kind uses, as the first spec format did.
+its canonical JSON keeps only the keys the kind uses, as the first spec format did. A training
+job carries ``evals``, its task's evaluation settings resolved at its length (an added field:
+absent while empty, so jobs without evaluation settings hash as before).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def check_train(train: TrainSpec, field: str, source: str) -> None:
                         source=source)
     if not train.eval_every:
         for key in ("early_stop", "curve_examples"):
-            if key in train.model_fields_set:
+            if getattr(train, key) != TrainSpec.model_fields[key].get_default():
                 raise SpecError(f"{field}.{key}", _shown(getattr(train, key)),
                                 "needs train.eval_every > 0 (it acts at the curve's "
                                 "validation points)", source=source)

@@ -12,6 +12,16 @@ and streaming inference is measured at ``scale.stream_positions`` (``stream`` jo
 frontier policy (:mod:`seqbench.execution.frontier`) stops a model's sweep at its memory or time
 frontier.
 
+The training protocol (``kind: train``; docs/architecture.md, "Protocol"): a task's ``eval``
+list evaluates the trained model again at other lengths (a list, or ``{start, stop, step}``
+with both ends included) and/or task-param overrides; ``train.lengths`` draws each batch's
+length from a range; ``train.eval_every``/``curve_examples``/``early_stop`` record a learning
+curve on the validation split and may stop early; ``train.eval_split`` chooses the split of the
+final metrics (``eval``, the validation split, or ``test``); ``train.grad_probe`` measures
+gradient flow over time; ``train.compile`` runs the model under ``torch.compile``. What can only
+be checked against the registries (a task's ``check`` at every such length, positional tables,
+metric names) is checked in :mod:`seqbench.config.resolve`.
+
 Fields added after the first spec format are declared with :func:`added`: they are left out of
 every dump while they hold their default, so adding a setting never changes the config hash of
 a job that does not use it (existing results keep resuming and comparing).
@@ -24,8 +34,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     field_validator,
     model_serializer,
     model_validator,
@@ -223,11 +235,21 @@ class ModelSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # checked against the mixer's Config
 
 
+def _lengths_kind(value: Any) -> str:
+    return "range" if isinstance(value, (dict, LengthRange)) else "list"
+
+
+# a list of lengths, or a range written as a mapping (errors name the form that was meant)
+SeqLens = Annotated[
+    Annotated[list[PositiveInt], Tag("list")] | Annotated[LengthRange, Tag("range")],
+    Discriminator(_lengths_kind)]
+
+
 class EvalSpec(Strict):
     """One entry of a task's ``eval`` list: evaluate the trained model again at these lengths
     and/or with these task-param overrides (e.g. ``num_kv_pairs``)."""
 
-    seq_lens: list[PositiveInt] | LengthRange | None = None  # None: the job's own length
+    seq_lens: SeqLens | None = None  # None: the job's own length
     params: dict[str, Any] = Field(default_factory=dict)  # overrides of the task's params
 
     @field_validator("seq_lens")

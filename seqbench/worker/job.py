@@ -140,7 +140,7 @@ def run_train(job: Job, row: Row, device: torch.device) -> None:
                       f"metric_{m.name}": math.nan})
     row.update(**{f"baseline_{name}": value for name, value in info.baselines.items()})
     tokens = train_cfg.batch_size * info.input_len
-    compiled_before = compile_seconds() if is_compiled(model) else None
+    compiled_before = (compile_seconds() or 0.0) if is_compiled(model) else None
     tasks = TaskCache(job, task)
     with CudaMemory(device) as memory:
         try:
