@@ -320,3 +320,147 @@ def suite_info(path: str | Path) -> dict[str, Any] | None:
     if not (root / SUITE_FILE).exists():
         return None
     return read_suite_file(root)[0]
+
+
+# --- tidy records of the training protocol ----------------------------------------------------
+# One record per (job, evaluation setting), per (job, curve point), per (job, setting, slice)
+# and per (job, probe point, distance), each with the job's identity, read through :func:`load`
+# (so the same reader, reconciliation, de-duplication and variant labels apply).
+
+IDENTITY_COLUMNS = ("job_id", "config_hash", "suite", "kind", "task", "model", "label",
+                    "variant", "seed", "device", "dtype", "param_count", "d_model",
+                    "primary_metric", "eval_split", "train_steps", "stop_reason", "source")
+
+
+def _train_records(path_or_paths: str | Path | Sequence[str | Path], warn: bool
+                   ) -> list[dict[str, Any]]:
+    df = load(path_or_paths, warn=warn)
+    return df[df["kind"] == "train"].to_dict("records")
+
+
+def _identity(rec: dict[str, Any]) -> dict[str, Any]:
+    """The job's identity columns, its status and its training lengths side by side."""
+    lengths = rec.get("train_lengths")
+    lengths = lengths if isinstance(lengths, dict) else {}
+    return {**{k: rec.get(k) for k in IDENTITY_COLUMNS}, "job_status": rec.get("status"),
+            "train_seq_len": rec.get("seq_len"), "train_input_len": rec.get("input_len"),
+            "train_len_min": lengths.get("min", rec.get("seq_len")),
+            "train_len_max": lengths.get("max", rec.get("seq_len"))}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _frame(records: list[dict[str, Any]], first: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(records)
+    for col in frame.columns:
+        if col.startswith(("metric_", "baseline_")):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    front = [c for c in first if c in frame.columns]
+    return frame[front + [c for c in frame.columns if c not in front]]
+
+
+def _task_params(rec: dict[str, Any]) -> dict[str, Any]:
+    job = rec.get("job")
+    task = job.get("task") if isinstance(job, dict) else None
+    params = task.get("params") if isinstance(task, dict) else None
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def _settings(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The main evaluation and each evaluation setting of one row, as flat records."""
+    prefixed = {k: v for k, v in rec.items()
+                if k.startswith(("metric_", "baseline_")) and not _is_missing(v)}
+    main = {"setting": "main", "eval_seq_len": rec.get("seq_len"),
+            "eval_input_len": rec.get("input_len"), "eval_params": {},
+            "status": rec.get("status"), "error": rec.get("error"), "eval_s": None,
+            "slices": rec.get("slices") if isinstance(rec.get("slices"), dict) else {},
+            **prefixed}
+    out = [main]
+    for entry in _listed(rec.get("evals")):
+        if not isinstance(entry, dict):
+            continue
+        out.append({"setting": "eval", "eval_seq_len": entry.get("seq_len"),
+                    "eval_input_len": entry.get("input_len"),
+                    "eval_params": entry.get("params") or {},
+                    **{k: v for k, v in entry.items()
+                       if k not in ("seq_len", "input_len", "params")}})
+    return out
+
+
+EVAL_COLUMNS = ("setting", "train_seq_len", "eval_seq_len", "train_input_len", "eval_input_len",
+                "train_len_min", "train_len_max", "eval_params", "status", "error")
+
+
+def load_evals(path_or_paths: str | Path | Sequence[str | Path], *,
+               warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, evaluation setting): the main evaluation (``setting`` =
+    ``main``, at the job's own length) and every entry of the row's ``evals`` (``eval``), with
+    the training length and the evaluation length side by side (``train_seq_len``,
+    ``eval_seq_len``, their input lengths, ``train_len_min``/``train_len_max`` for variable
+    training lengths), ``eval_params`` (the overrides), one ``param_<name>`` column per task
+    param with its value in effect (the job's params with the overrides applied), the
+    setting's ``status``/``error`` (``job_status`` is the row's), ``metric_*``, ``baseline_*``
+    and ``slices``, plus the job's identity columns (:data:`IDENTITY_COLUMNS`)."""
+    records = []
+    for rec in _train_records(path_or_paths, warn):
+        base, params = _identity(rec), _task_params(rec)
+        for setting in _settings(rec):
+            effective = {**params, **(setting.get("eval_params") or {})}
+            records.append({**base, **setting,
+                            **{f"param_{k}": v for k, v in effective.items()}})
+    return _frame(records, (*IDENTITY_COLUMNS, *EVAL_COLUMNS))
+
+
+def load_slices(path_or_paths: str | Path | Sequence[str | Path], *,
+                warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, evaluation setting, slice): ``slice`` (e.g.
+    ``query_distance:8-15``), its ``dimension``, ``lo`` and ``hi`` (both included) and one
+    ``metric_<name>`` column per metric, with the setting's columns of :func:`load_evals`."""
+    records = []
+    for rec in _train_records(path_or_paths, warn):
+        base = _identity(rec)
+        for setting in _settings(rec):
+            keep = {k: setting.get(k) for k in ("setting", "eval_seq_len", "eval_input_len",
+                                                "eval_params", "status")}
+            slices = setting.get("slices")
+            for name, metrics in (slices.items() if isinstance(slices, dict) else []):
+                dimension, _, span = str(name).partition(":")
+                lo, _, hi = span.partition("-")
+                records.append({**base, **keep, "slice": name, "dimension": dimension,
+                                "lo": pd.to_numeric(lo, errors="coerce"),
+                                "hi": pd.to_numeric(hi, errors="coerce"),
+                                **{f"metric_{m}": v for m, v in (metrics or {}).items()}})
+    return _frame(records, (*IDENTITY_COLUMNS, "setting", "train_seq_len", "eval_seq_len",
+                            "slice", "dimension", "lo", "hi"))
+
+
+def load_curves(path_or_paths: str | Path | Sequence[str | Path], *,
+                warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, learning-curve point): ``step``, ``train_time_s``,
+    ``wall_s``, ``train_loss`` and the validation ``metric_*``, with the job's identity."""
+    records = [{**_identity(rec), **point} for rec in _train_records(path_or_paths, warn)
+               for point in _listed(rec.get("curve")) if isinstance(point, dict)]
+    return _frame(records, (*IDENTITY_COLUMNS, "train_seq_len", "step", "train_time_s",
+                            "wall_s", "train_loss"))
+
+
+def load_grad_profiles(path_or_paths: str | Path | Sequence[str | Path], *,
+                       warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, probe point, stored distance): ``step``, ``distance``,
+    ``norm``, and the point's ``decay_per_step`` and ``horizon``, with the job's identity."""
+    records = []
+    for rec in _train_records(path_or_paths, warn):
+        base = _identity(rec)
+        for point in _listed(rec.get("grad_profile")):
+            if not isinstance(point, dict):
+                continue
+            summary = {k: point.get(k) for k in ("step", "decay_per_step", "horizon",
+                                                 "fraction", "examples")}
+            for d, norm in zip(_listed(point.get("distances")), _listed(point.get("norms")),
+                               strict=False):
+                records.append({**base, **summary, "distance": d,
+                                "norm": float("nan") if norm is None else norm})
+    return _frame(records, (*IDENTITY_COLUMNS, "train_seq_len", "step", "distance", "norm",
+                            "decay_per_step", "horizon"))
