@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from seqbench.errors import SpecError
+from seqbench.results.text import shorten as shorten  # re-exported for report cells
 
 METRIC = "metric_"
 BASELINE = "baseline_"
@@ -166,17 +167,6 @@ def fmt_bytes(n: float) -> str:
             value = n / size
             return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
     return f"{n:.0f} B"
-
-
-def shorten(text: str, limit: int = 160) -> str:
-    """``text`` on one line, cut at a word boundary to at most ``limit`` characters (with an
-    ellipsis); a single word longer than ``limit`` is cut inside it only as a last resort."""
-    text = " ".join(str(text).split())
-    if len(text) <= limit:
-        return text
-    head = text[:limit - 1]
-    cut = head.rsplit(" ", 1)[0] if " " in head else head
-    return cut.rstrip(" ,;:") + "…"
 
 
 def primary_metric(rows: pd.DataFrame) -> str | None:

@@ -5,8 +5,8 @@ Every figure plots :func:`~seqbench.results.stats.aggregate` output, so a figure
 show the same means and intervals (a band only where there are 3 or more seeds). One line per
 configuration (model + variant + run); names, colours, markers, line styles and order come from
 :data:`seqbench.catalog.MODELS`, so models with equal values stay distinguishable, and on length
-axes the points at one length are spread slightly sideways (:data:`DODGE`) so no model hides
-another. Error metrics that span a decade or more get a log axis; trivial baselines are
+axes points of several models that coincide at one length are spread slightly sideways
+(:func:`dodge_offsets`) so no model hides another. Error metrics that span a decade or more get a log axis; trivial baselines are
 drawn on top. Cells whose seeds all failed are marked with an ``x`` at their length, never
 silently left out. Every string from the rows is drawn literally (:func:`writers.mpl_escape`).
 
@@ -57,7 +57,7 @@ DPI = 200
 CAPTION_PT = 7.5  # provenance caption font size
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "d", "<", ">")  # a model's further variants
 LINESTYLES = ("-", "--", ":", "-.")
-DODGE = 0.022  # sideways step between lines at one length, as a fraction of the axis' octaves
+DODGE = 0.025  # sideways step between coinciding points, as a fraction of the axis' octaves
 BASELINE_STYLE: dict[str, Any] = {"color": "0.15", "linestyle": (0, (4, 2.5)), "linewidth": 1.1,
                                   "alpha": 0.9, "zorder": 6, "gid": "baseline"}
 FAILED_MARK: dict[str, Any] = {"marker": "x", "markersize": 8, "markeredgewidth": 2,
@@ -169,11 +169,41 @@ def line_styles(stats: pd.DataFrame, hue: str = "model") -> dict[str, Style]:
     return styles
 
 
-def dodge_factors(lines: Sequence[str], octaves: float) -> dict[str, float]:
-    """A multiplicative x offset per line, centred on 1: line i of k sits at
-    ``x * 2**(octaves * (i - (k - 1) / 2))``, so equal values at one length stay apart."""
-    k = len(lines)
-    return {name: 2.0 ** (octaves * (i - (k - 1) / 2)) for i, name in enumerate(lines)}
+COINCIDE = 0.03  # points closer than this fraction of the y range (linear or log) coincide
+
+
+def dodge_offsets(points: pd.DataFrame, order: Sequence[str], step: float,
+                  coincide: float = COINCIDE) -> pd.Series:
+    """A multiplicative x offset per point (index of ``points``, columns ``_line``, ``_x``,
+    ``_y``): 1 where a point stands alone, spread by ``step`` octaves around its length where
+    points of several lines coincide (closer than ``coincide`` of the y range, on a linear or
+    a log scale), in line order, so none hides another."""
+    y = points["_y"].astype(float)
+    span = float(y.max() - y.min()) if len(y) else 0.0
+    positive = bool(len(y)) and bool((y > 0).all())
+    log_span = float(np.log(y.max() / y.min())) if positive else 0.0
+    rank = {name: i for i, name in enumerate(order)}
+    out = pd.Series(1.0, index=points.index)
+    for _, at in points.groupby("_x", sort=False):
+        at = at.sort_values("_y")
+        clusters: list[list[Any]] = []
+        last = None
+        for idx, value in at["_y"].items():
+            close = last is not None and (
+                abs(value - last) <= coincide * span
+                or (positive and abs(np.log(value / last)) <= coincide * log_span))
+            if close:
+                clusters[-1].append(idx)
+            else:
+                clusters.append([idx])
+            last = value
+        for members in clusters:
+            if len(members) < 2:
+                continue
+            members.sort(key=lambda i: rank.get(points.at[i, "_line"], 0))
+            for k, idx in enumerate(members):
+                out[idx] = 2.0 ** (step * (k - (len(members) - 1) / 2))
+    return out
 
 
 def dodge_step(xs: Sequence[float]) -> float:
@@ -187,26 +217,28 @@ def dodge_step(xs: Sequence[float]) -> float:
 def draw_lines(ax: Axes, stats: pd.DataFrame, styles: dict[str, Style],
                factor: float = 1.0, *, band: bool = True, dodge: bool = True) -> None:
     """One line per ``_line`` through its means (its own colour, marker and line style), a CI
-    band where there is an interval, and an ``x`` where all seeds failed. ``dodge`` spreads the
-    lines slightly along a log x axis (:func:`dodge_factors`).
+    band where there is an interval, and an ``x`` where all seeds failed. ``dodge`` spreads
+    points of several lines that coincide at one length slightly sideways on a log x axis
+    (:func:`dodge_offsets`).
 
     Lines get ``gid='series'`` and the line's name as label, bands ``gid='ci'``, failure marks
     ``gid='failed'`` (tests count them)."""
     ok = stats[stats["n"] > 0].assign(_y=lambda d: d["mean"] * factor).dropna(subset=["_x"])
+    ok = ok[np.isfinite(ok["_y"].astype(float))]
     order = [s for s in styles if s in set(ok["_line"])]
-    shift = (dodge_factors(order, dodge_step(stats["_x"])) if dodge
-             else dict.fromkeys(order, 1.0))
+    shift = (dodge_offsets(ok, order, dodge_step(stats["_x"])) if dodge and len(ok)
+             else pd.Series(1.0, index=ok.index))
     for z, name in enumerate(order):
         g = ok[ok["_line"] == name].sort_values("_x")
         color, marker, linestyle = styles[name]
-        x = g["_x"].to_numpy(float) * shift[name]
+        x = g["_x"].to_numpy(float) * shift[g.index].to_numpy(float)
         ax.plot(x, g["_y"].to_numpy(float), color=color, marker=marker, linestyle=linestyle,
                 linewidth=1.5, markersize=5.5, markeredgecolor="white", markeredgewidth=0.6,
                 gid="series", label=mpl_escape(name), zorder=3 + z * 0.01)
         if band:
             b = g.dropna(subset=["ci_low"])
             if len(b):
-                ax.fill_between(b["_x"].to_numpy(float) * shift[name],
+                ax.fill_between(b["_x"].to_numpy(float) * shift[b.index].to_numpy(float),
                                 b["ci_low"] * factor, b["ci_high"] * factor,
                                 color=color, alpha=0.15, linewidth=0, gid="ci")
     mark_failed(ax, failed_cells(stats), styles)

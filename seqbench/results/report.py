@@ -247,24 +247,33 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _points(points: list) -> str:
+def _points(points: list, every: list | None = None) -> str:
+    """``256..4,096 (5 pts)``; for increments (``every``: the curve's points) the lengths they
+    span: ``256..2,048 (3 steps)``."""
     lengths = [int(p[0]) for p in points]
     if not lengths:
         return "-"
+    if every is not None:
+        later = [int(p[0]) for p in every if int(p[0]) > lengths[-1]]
+        end = later[0] if later else lengths[-1]
+        return f"{lengths[0]:,}..{end:,} ({len(lengths)} steps)"
     return f"{lengths[0]:,}..{lengths[-1]:,} ({len(lengths)} pts)"
 
 
 def _slope(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def headline(fit: dict[str, Any], metric: str) -> tuple[str, str, list]:
     """The slope a sentence quotes: for memory and state the increments between lengths (the
     fixed part removed) when there are any, else all points; for times all points."""
     if metric in ("peak_mem_bytes", "fwd_peak_mem_bytes") and fit.get("increment_slope") is not None:
-        return _slope(fit["increment_slope"]), "increments between lengths", fit[
-            "increment_points"]
-    return _slope(fit["slope"]), "all points", fit["points"]
+        return (_slope(fit["increment_slope"]), "increments between lengths",
+                _points(fit["increment_points"], fit["points"]))
+    return _slope(fit["slope"]), "all points", _points(fit["points"])
 
 
 def scaling_blocks(df: pd.DataFrame) -> list[Any]:
@@ -278,14 +287,16 @@ def scaling_blocks(df: pd.DataFrame) -> list[Any]:
     curves = complexity(records(rows))
     if not curves:
         return []
-    from seqbench.catalog import display_name
+    from seqbench.catalog import MODELS, display_name
+
+    kinds = {"scale": 0, "stream": 1}
+    curves.sort(key=lambda c: (kinds.get(c["kind"], 2), MODELS.order(c["model"])))
 
     frontier, fits, sentences = [], [], []
     for c in curves:
         model = display_name(c["model"])
-        length = "context" if c["kind"] == "stream" else "length"
         frontier.append({"kind": c["kind"], "model": model, "policy": c["batch_policy"] or "-",
-                         f"longest ok {length}": f"{c['frontier_len']:,}" if c[
+                         "longest ok length (stream: context)": f"{c['frontier_len']:,}" if c[
                              "frontier_len"] else "-",
                          "stopped by": c["stopped_by"] or "ran to the end",
                          "failures": ", ".join(c["failures"]) or "-"})
@@ -298,12 +309,12 @@ def scaling_blocks(df: pd.DataFrame) -> list[Any]:
                          "slope (longest 3)": _slope(fit["tail_slope"]),
                          "points ": _points(fit["tail_points"]),
                          "slope (increments)": _slope(fit["increment_slope"]),
-                         "points  ": _points(fit["increment_points"])})
+                         "points  ": _points(fit["increment_points"], fit["points"])})
             if metric in ("peak_mem_bytes", "train_step_s_median", "state_bytes",
                           "stream_step_s_median"):
                 slope, how, points = headline(fit, metric)
                 parts.append(f"{FIT_QUANTITIES[metric]} grows as L^{slope} ({how}, "
-                             f"{_points(points)})")
+                             f"{points})")
         if parts:
             sentences.append(f"{model} ({c['kind']}): " + "; ".join(parts) + ".")
     return [Heading("Scaling"),
@@ -335,8 +346,10 @@ def _method_caption(sub: pd.DataFrame) -> str:
 
 def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
           sources: list[str] | None = None, formats: Sequence[str] = plots.FORMATS,
-          n_boot: int = N_BOOT, seed: int = 0, title: str | None = None) -> Document:
-    """Write figures, LaTeX tables and stats.csv under ``out``; return the report's content."""
+          n_boot: int = N_BOOT, seed: int = 0, title: str | None = None,
+          figures: bool = True) -> Document:
+    """Write figures (unless ``figures`` is False), LaTeX tables and stats.csv under ``out``;
+    return the report's content."""
     if "run" not in df.columns:
         df = df.assign(run="")
     names = list(dict.fromkeys(df["suite"].astype(str))) or ["results"]
@@ -364,12 +377,13 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     summary = summary_table(df, n_boot=n_boot, seed=seed)
     if len(summary):
         doc.add(Heading("Summary"),
-                Table(summary, "Primary metric over ok seeds (" + summary.attrs["note"]
-                      + "); measurements are means over ok seeds."))
+                Table(summary, ("Primary metric over ok seeds; " if "value" in summary
+                                else "") + summary.attrs["note"]
+                      + " Measurements are means over ok seeds."))
 
     doc.add(*scaling_blocks(df))
 
-    images = _figures(df, out, formats, n_boot, seed)
+    images = _figures(df, out, formats, n_boot, seed) if figures else []
     if images:
         doc.add(Heading("Figures"), *images)
 
@@ -426,7 +440,7 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
 def write_report(results: pd.DataFrame | str | Path | Sequence[str | Path],
                  out_dir: str | Path, *, sources: Sequence[str | Path] | None = None,
                  formats: Sequence[str] = plots.FORMATS, n_boot: int = N_BOOT, seed: int = 0,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, figures: bool = True) -> Path:
     """Write the report folder (see the module docstring); return the HTML page's path.
 
     ``results`` is what :func:`~seqbench.results.load` accepts, or a DataFrame it returned (then
@@ -445,7 +459,7 @@ def write_report(results: pd.DataFrame | str | Path | Sequence[str | Path],
     suites = [s for s in (suite_info(p) for p in source_names if Path(p).is_dir()) if s]
     to_parquet(df, out / "rows.parquet")
     doc = build(df, out, suites=suites, sources=source_names, formats=formats, n_boot=n_boot,
-                seed=seed, title=title)
+                seed=seed, title=title, figures=figures)
     (out / "report.md").write_text(to_markdown(doc), encoding="utf-8")
     page = out / "report.html"
     page.write_text(to_html(doc, out), encoding="utf-8")

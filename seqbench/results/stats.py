@@ -119,6 +119,9 @@ def methods_note(stats: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> st
             parts.append(f"{interval_text(method, n_boot, seed)} where n = "
                          f"{_counts(sub['n'].astype(int))} ok seeds")
     text = "Values over seeds: " + "; ".join(parts) + "."
+    if ran["n"].max() == 1:
+        return ("One seed per point: every value is a single measurement, with no estimate of "
+                "its spread and no confidence interval.")
     if (ran["ci_method"] == NO_CI).any():
         text += (f" Below {MIN_N_FOR_CI} seeds no 95% interval is stated: a bootstrap of two "
                  "values never leaves their range, and Student's t with one degree of freedom "
@@ -497,5 +500,8 @@ def summary_table(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> p
     for column in ("kind", "run"):
         if table[column].nunique() <= 1:
             table = table.drop(columns=column)
-    table.attrs["note"] = methods_note(stats[stats["metric"].isin(metrics)], n_boot, seed)
+    if not metric_rows:  # scaling rows: no task metric to show
+        table = table.drop(columns=["metric", "value"])
+    shown = stats[stats["metric"].isin(metrics)] if metric_rows else stats
+    table.attrs["note"] = methods_note(shown, n_boot, seed)
     return table

@@ -1,4 +1,4 @@
-"""Render a report, given as a list of blocks, to Markdown, to one self-contained HTML page
+r"""Render a report, given as a list of blocks, to Markdown, to one self-contained HTML page
 (images embedded as base64, inline CSS, no external reference), and tables to LaTeX (booktabs).
 
 The report's content is built once (:mod:`seqbench.results.report`); these writers only decide
