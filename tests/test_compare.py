@@ -18,6 +18,7 @@ from seqbench.results.compare import (
     REGRESSION,
     SAME,
     compare,
+    compare_across_devices,
     mann_whitney_u,
 )
 
@@ -180,14 +181,14 @@ def test_rows_match_only_on_the_same_device():
 def test_across_devices_matches_on_config_hash_and_says_so():
     base = grid()
     new = grid(device="Other CPU", slowdown=2.0)
-    result = compare(base, new, across_devices=True)
+    result = compare_across_devices(base, new)
     assert result.matched == 4 and result.other_device == 0  # every (model, length)
     assert set(verdicts(result, "train tok/s").values()) == {REGRESSION}
     assert {f.device for f in result.findings} == {"Test CPU -> Other CPU"}
     assert "ACROSS DEVICES" in result.header() and "Other CPU" in result.header()
     # seeds still pair within a configuration: a status change is named by its seed
     new[0]["status"] = "oom"
-    changed = compare(base, new, across_devices=True)
+    changed = compare_across_devices(base, new)
     assert [f.quantity for f in changed.findings if f.quantity.startswith("status")] == [
         "status (seed 0)"]
 

@@ -52,9 +52,9 @@ def main(args: argparse.Namespace) -> int:
 
     check_args(args)
     base_rows, new_rows = cmp.read_rows(args.base), cmp.read_rows(args.new)
-    result = cmp.compare(base_rows, new_rows, threshold=args.threshold, alpha=args.alpha,
-                         metric_atol=args.metric_atol, metric_rtol=args.metric_rtol,
-                         across_devices=args.across_devices)
+    how = cmp.compare_across_devices if args.across_devices else cmp.compare
+    result = how(base_rows, new_rows, threshold=args.threshold, alpha=args.alpha,
+                 metric_atol=args.metric_atol, metric_rtol=args.metric_rtol)
     if result.matched == 0:
         raise SpecError("compare", f"{args.base} vs {args.new}", result.refusal())
     cmp.print_table(result, Console(), args.all)

@@ -101,8 +101,8 @@ class EtaEstimator:
 def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 

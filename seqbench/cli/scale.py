@@ -137,7 +137,8 @@ def probe_peaks(suite: Suite, refresh: bool, console: Any) -> None:
 def _fmt(value: Any, spec: str = ".3g", scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return format(value * scale, spec)
+    text = format(value * scale, spec)
+    return text.replace("-", "", 1) if text.lstrip("-0.") == "" and text.startswith("-") else text
 
 
 def describe_row(row: Row) -> str:

@@ -158,7 +158,7 @@ def fmt_ci(mean: float, low: float, high: float) -> str:
     return Notation.of([mean]).fmt_ci(mean, low, high)
 
 
-def fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float | None) -> str:
     """A byte size in the unit that fits: ``256 B``, ``36.0 KiB``, ``8.00 MiB``, ``1.50 GiB``."""
     if n is None or pd.isna(n) or not math.isfinite(n):
         return "-"

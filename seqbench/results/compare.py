@@ -2,9 +2,9 @@
 
 Rows of BASE and NEW are matched by configuration (``config_hash``), machine (``device_name``)
 and, for streaming rows, context position (:func:`seqbench.results.identity.config_key`, the
-definition ``load`` and the report share); seeds pair up within a match. ``across_devices``
-matches on the configuration alone, to compare two machines, and the output says so. For each
-match:
+definition ``load`` and the report share); seeds pair up within a match.
+:func:`compare_across_devices` matches on the configuration alone, to compare two machines, and
+the output says so. For each match:
 
 * **speed** (training, forward-only and streaming tokens/s): the ratio of the two medians must
   pass ``threshold`` (default 1.1, either way) *and* the per-repetition step times
@@ -269,9 +269,23 @@ def _metrics(base: list[dict], new: list[dict], atol: float, rtol: float) -> lis
 
 def compare(base_rows: Iterable[dict[str, Any]], new_rows: Iterable[dict[str, Any]], *,
             threshold: float = THRESHOLD, alpha: float = ALPHA, metric_atol: float = METRIC_ATOL,
-            metric_rtol: float = METRIC_RTOL, across_devices: bool = False) -> Comparison:
-    """Compare two runs' rows (see the module docstring for the rules). ``across_devices``:
-    match on the configuration alone, so two machines can be compared."""
+            metric_rtol: float = METRIC_RTOL) -> Comparison:
+    """Compare two runs' rows measured on the same machine (see the module docstring)."""
+    return _compare(base_rows, new_rows, threshold, alpha, metric_atol, metric_rtol, False)
+
+
+def compare_across_devices(base_rows: Iterable[dict[str, Any]],
+                           new_rows: Iterable[dict[str, Any]], *, threshold: float = THRESHOLD,
+                           alpha: float = ALPHA, metric_atol: float = METRIC_ATOL,
+                           metric_rtol: float = METRIC_RTOL) -> Comparison:
+    """Compare two runs from different machines: configurations match on config hash alone
+    (:attr:`Comparison.header` says so), seeds still pair within a configuration."""
+    return _compare(base_rows, new_rows, threshold, alpha, metric_atol, metric_rtol, True)
+
+
+def _compare(base_rows: Iterable[dict[str, Any]], new_rows: Iterable[dict[str, Any]],
+             threshold: float, alpha: float, metric_atol: float, metric_rtol: float,
+             across_devices: bool) -> Comparison:
     groups: tuple[dict[Key, list], dict[Key, list]] = (defaultdict(list), defaultdict(list))
     devices: tuple[dict[str, None], dict[str, None]] = ({}, {})
     for side, seen, rows in zip(groups, devices, (base_rows, new_rows), strict=True):

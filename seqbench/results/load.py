@@ -364,12 +364,12 @@ def load(path_or_paths: str | Path | Sequence[str | Path], *, warn: bool = True)
         [path_or_paths] if isinstance(path_or_paths, (str, Path)) else path_or_paths)
     notes = Notes(warn)
     rows: list[dict[str, Any]] = []
-    paths = [Path(p) for p in paths]
-    for p, run in zip(paths, run_names(paths), strict=True):
+    path_list = [Path(p) for p in paths]
+    for p, run in zip(path_list, run_names(path_list), strict=True):
         found = _read_path(p, notes)
         rows += [{**r, "run": r["run"] if p.suffix == ".parquet" and isinstance(
             r.get("run"), str) and r["run"] else run} for r in found]
-    where = [str(p) for p in paths] if not isinstance(path_or_paths, (str, Path)) else str(
+    where = [str(p) for p in path_list] if not isinstance(path_or_paths, (str, Path)) else str(
         path_or_paths)
     if not rows:
         raise SpecError("results", where, "holds no rows")

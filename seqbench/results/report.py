@@ -234,7 +234,7 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as plain dicts, missing values as None (what :mod:`results.complexity` reads)."""
     out = []
     for rec in df.to_dict("records"):
-        clean = {}
+        clean: dict[str, Any] = {}
         for k, v in rec.items():
             if isinstance(v, (dict, list, tuple, np.ndarray)):
                 clean[k] = v
@@ -267,7 +267,7 @@ def _slope(value: Any) -> str:
     return "0.00" if text == "-0.00" else text
 
 
-def headline(fit: dict[str, Any], metric: str) -> tuple[str, str, list]:
+def headline(fit: dict[str, Any], metric: str) -> tuple[str, str, str]:
     """The slope a sentence quotes: for memory and state the increments between lengths (the
     fixed part removed) when there are any, else all points; for times all points."""
     if metric in ("peak_mem_bytes", "fwd_peak_mem_bytes") and fit.get("increment_slope") is not None:

@@ -209,7 +209,7 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
 BEST, TIE = "best", "tie"
 
 
-def best_marks(samples: Mapping[str, Sequence[float]], higher_is_better: bool,
+def best_marks(samples: Mapping[str, Sequence[float] | np.ndarray], higher_is_better: bool,
                alpha: float = ALPHA) -> dict[str, str]:
     """``name -> 'best' | 'tie' | ''`` for competing samples (two or more with values).
 
@@ -238,7 +238,7 @@ def best_marks(samples: Mapping[str, Sequence[float]], higher_is_better: bool,
     return marks
 
 
-def rank(samples: Mapping[str, Sequence[float]], higher_is_better: bool,
+def rank(samples: Mapping[str, Sequence[float] | np.ndarray], higher_is_better: bool,
          alpha: float = ALPHA, level: float = LEVEL) -> pd.DataFrame:
     """A ranking that shows its uncertainty, one row per name, best mean first.
 
@@ -454,7 +454,9 @@ def summary_table(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> p
     titles = list(dict.fromkeys(t for k in kinds for _, t in SUMMARY_MEASURES.get(k, ())))
     columns = [*SUMMARY_COLUMNS, *titles, "status"]
     keys = ["kind", "task", "label", "run", "seq_len", "config_hash"]
-    rows, metric_rows, measure_rows = [], [], {t: [] for t in titles}
+    rows: list[dict] = []
+    metric_rows: list[tuple[int, tuple, pd.Series]] = []
+    measure_rows: dict[str, list[tuple[int, str, float]]] = {t: [] for t in titles}
     for (kind, task, label, run, seq_len, config_hash), cell in stats.groupby(keys, sort=False):
         group = df[(df["config_hash"] == config_hash) & (df["run"] == run)
                    & (df["seq_len"] == seq_len)]
