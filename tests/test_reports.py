@@ -301,6 +301,20 @@ def test_eta_uses_the_same_kind_of_job_first():
     assert two.remaining([("train", "gru", 25)] * 4, elapsed_s=16.0) == pytest.approx(16.0)
 
 
+def test_finished_jobs_count_each_job_once_and_not_interrupted_ones():
+    from types import SimpleNamespace
+
+    from seqbench.cli.progress import finished_jobs
+
+    def row(job_id: str, status: str) -> SimpleNamespace:
+        return SimpleNamespace(job_id=job_id, status=status)
+
+    sweep = SimpleNamespace(job_ids={"a", "b", "c", "d"},
+                            recorded={"a": "ok", "b": "interrupted", "c": "oom"},
+                            written=[row("b", "ok"), row("c", "ok"), row("d", "interrupted")])
+    assert finished_jobs(sweep) == {"a", "b", "c"}  # d was killed: 3 of 4, incomplete
+
+
 def test_a_failed_job_line_gives_its_reason_whole_words():
     from conftest import complete_row
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from seqbench.execution.sweep import Sweep
-from seqbench.recording.schema import Row
+from seqbench.recording.schema import UNFINISHED, Row
 from seqbench.results.text import shorten
 
 if TYPE_CHECKING:
@@ -169,13 +169,22 @@ class RichProgress:
         if self._progress is not None:
             self._progress.stop()
         state = "interrupted after" if sweep.interrupted else "done in"
-        recorded = len(sweep.recorded) + len(sweep.written)
+        recorded = len(finished_jobs(sweep))
         left = ""
         if sweep.interrupted or recorded < len(sweep.jobs):
-            left = (f"; INCOMPLETE: {min(recorded, len(sweep.jobs))} of {len(sweep.jobs)} jobs "
-                    "recorded, rerun the same command to finish")
+            left = (f"; INCOMPLETE: {recorded} of {len(sweep.jobs)} jobs recorded, rerun the "
+                    "same command to finish")
         self.console.print(f"{state} {sweep.seconds:.0f} s ({len(sweep.written)} rows "
                            f"written{left})")
+
+
+def finished_jobs(sweep: Sweep) -> set[str]:
+    """The sweep's jobs that have a finished row (any status but interrupted), before or in
+    this run."""
+    done = {j for j, status in sweep.recorded.items() if status not in UNFINISHED}
+    for row in sweep.written:
+        (done.discard if row.status in UNFINISHED else done.add)(row.job_id)
+    return done & sweep.job_ids
 
 
 def print_jobs(console: Any, sweep: Sweep, footer: str) -> None:

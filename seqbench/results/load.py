@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from seqbench.errors import SpecError
@@ -169,6 +170,8 @@ def _bad_value(name: str, value: Any) -> tuple[Any, str]:
         kind = "bool"
     if value is None or kind is None:
         return value, ""
+    if isinstance(value, np.generic):  # numpy scalars (rows read back from Parquet)
+        value = value.item()
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, f"not an integer ({type(value).__name__})"

@@ -377,7 +377,7 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     summary = summary_table(df, n_boot=n_boot, seed=seed)
     if len(summary):
         doc.add(Heading("Summary"),
-                Table(summary, ("Primary metric over ok seeds; " if "value" in summary
+                Table(summary, ("Primary metric over ok seeds. " if "value" in summary
                                 else "") + summary.attrs["note"]
                       + " Measurements are means over ok seeds."))
 
