@@ -86,8 +86,13 @@ def interval(values: Sequence[float] | np.ndarray, level: float = LEVEL, *,
     if n < BOOTSTRAP_MIN_N:
         low, high = scipy.stats.t.interval(level, n - 1, loc=mean, scale=scipy.stats.sem(x))
         return Interval(float(low), float(high), T, n)
+    import inspect
+
+    gen = np.random.default_rng(seed)  # scipy >= 1.15 calls it rng, older ones random_state
+    keyword = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else (
+        "random_state")
     result = scipy.stats.bootstrap((x,), np.mean, confidence_level=level, n_resamples=n_boot,
-                                   method="BCa", rng=np.random.default_rng(seed))
+                                   method="BCa", **{keyword: gen})
     ci = result.confidence_interval
     return Interval(float(ci.low), float(ci.high), BCA, n)
 
