@@ -658,8 +658,24 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def temp_job_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*")}
+def job_folders(workers: list[Any]) -> set[str]:
+    """The temporary job folders the given worker processes have files open in (other
+    processes on the machine make folders of the same names, so they are not counted)."""
+    import psutil
+
+    root = Path(tempfile.gettempdir())
+    out = set()
+    for proc in workers:
+        try:
+            files = proc.open_files()
+        except psutil.Error:
+            continue
+        for f in files:
+            path = Path(f.path)
+            for parent in path.parents:
+                if parent.parent == root and parent.name.startswith(TMP_PREFIX):
+                    out.add(str(parent))
+    return out
 
 
 def prepare(ws: Path, pythonpath: str | None) -> None:
@@ -782,17 +798,19 @@ def signal_trial(ws: Path, pythonpath: str | None, sig: int) -> dict[str, Any]:
     folder.mkdir()
     (folder / "spec.yaml").write_text(dump(LONG))
     code = "import sys\nfrom seqbench.cli import main\nsys.exit(main(sys.argv[1:]))"
-    temps = temp_job_folders()
     driver = subprocess.Popen([sys.executable, "-c", code, "run", "spec.yaml", "-o", "out",
                                "--no-report", "--workers", "2"], cwd=folder,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=env_for(pythonpath), start_new_session=True)
     me = psutil.Process(driver.pid)
     deadline = time.monotonic() + 180
-    while len(job_workers(me)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+    running, folders = 0, set()
+    while running < 2 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.1)
-    running = len(job_workers(me))
+        workers = job_workers(me)
+        running, folders = len(workers), folders | job_folders(workers)
     time.sleep(1.0)
+    folders |= job_folders(job_workers(me))
     family = me.children(recursive=True)
     sent = time.monotonic()
     if sig == signal.SIGINT:
@@ -815,14 +833,15 @@ def signal_trial(ws: Path, pythonpath: str | None, sig: int) -> dict[str, Any]:
             os.kill(pid, signal.SIGKILL)
     rows = jsonl_rows(folder / "out" / "results.jsonl") \
         if (folder / "out" / "results.jsonl").is_file() else []
-    leaked = sorted(temp_job_folders() - temps)
+    leaked = sorted(f for f in folders if os.path.lexists(f))
     for leak in leaked:
-        shutil.rmtree(Path(tempfile.gettempdir()) / leak, ignore_errors=True)
+        shutil.rmtree(leak, ignore_errors=True)
     verdict = {"id": f"{name.lower()}-at-workers-2", "point": "6", "expect": "signal",
                "jobs_running_when_sent": running, "exit_code": driver.returncode,
                "exit_s": exit_s, "stderr": stderr.strip().splitlines()[-3:],
                "interrupted_rows": sum(r.get("status") == "interrupted" for r in rows),
-               "processes_left": len(left), "temp_folders_left": len(leaked)}
+               "processes_left": len(left), "temp_folders_left": len(leaked),
+               "temp_folders_seen": len(folders)}
     problems = []
     if running < 2:
         problems.append(f"only {running} job(s) were running")
@@ -832,8 +851,8 @@ def signal_trial(ws: Path, pythonpath: str | None, sig: int) -> dict[str, Any]:
         problems.append(f"{verdict['interrupted_rows']} interrupted rows, not 2")
     if left:
         problems.append(f"{len(left)} process(es) left")
-    if leaked:
-        problems.append(f"{len(leaked)} temporary folder(s) left")
+    if leaked or not folders:
+        problems.append(f"{len(leaked)} of {len(folders)} temporary folder(s) left")
     if not (len(verdict["stderr"]) == 1 and stderr.count("\n") <= 1
             and "interrupted" in stderr):
         problems.append("not one line saying it was interrupted")
@@ -859,16 +878,19 @@ def sigkill_trial(ws: Path, pythonpath: str | None) -> dict[str, Any]:
     (folder / "spec.yaml").write_text(dump(TINY))
     code = "import sys\nfrom seqbench.cli import main\nsys.exit(main(sys.argv[1:]))"
     argv = [sys.executable, "-c", code, "run", "spec.yaml", "-o", "out", "--no-report"]
-    temps = temp_job_folders()
     driver = subprocess.Popen(argv, cwd=folder, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=env_for(pythonpath),
                               start_new_session=True)
     jobs = folder / "out" / "jobs"
     deadline = time.monotonic() + 180
+    me, folders = psutil.Process(driver.pid), set()
     while time.monotonic() < deadline and driver.poll() is None and not (
             jobs.is_dir() and list(jobs.glob("*.json"))):
         time.sleep(0.05)
-    family = psutil.Process(driver.pid).children(recursive=True)
+    while time.monotonic() < deadline and driver.poll() is None and not folders:
+        folders = job_folders(job_workers(me))  # the second job's
+        time.sleep(0.02)
+    family = me.children(recursive=True)
     driver.kill()
     driver.wait()
     time.sleep(3)
@@ -878,9 +900,9 @@ def sigkill_trial(ws: Path, pythonpath: str | None) -> dict[str, Any]:
                            env=env_for(pythonpath))
     rows = jsonl_rows(folder / "out" / "results.jsonl")
     now = {p.name: p.read_bytes() for p in jobs.glob("*.json")}
-    leaked = sorted(temp_job_folders() - temps)
+    leaked = sorted(f for f in folders if os.path.lexists(f))
     for leak in leaked:
-        shutil.rmtree(Path(tempfile.gettempdir()) / leak, ignore_errors=True)
+        shutil.rmtree(leak, ignore_errors=True)
     verdict = {"id": "sigkill-then-rerun", "point": "6", "expect": "signal",
                "rows_before_rerun": len(kept), "rerun_exit_code": again.returncode,
                "rows_after": len({r.get('job_id') for r in rows}),
@@ -895,8 +917,9 @@ def sigkill_trial(ws: Path, pythonpath: str | None) -> dict[str, Any]:
         problems.append("a finished row was rewritten")
     if left:
         problems.append(f"{len(left)} process(es) outlived the killed driver")
-    if leaked:
-        problems.append(f"{len(leaked)} temporary folder(s) left after the rerun")
+    if leaked or not folders:
+        problems.append(f"{len(leaked)} of {len(folders)} temporary folder(s) of the killed "
+                        "driver left after the rerun")
     verdict["problems"] = problems
     verdict["passed"] = not problems
     return verdict

@@ -36,9 +36,19 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+def signal_of(exc: BaseException) -> str:
+    """The signal that stopped the driver: SIGTERM for an :class:`Interrupted` that says so,
+    else SIGINT (Ctrl-C)."""
+    return exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The shell's exit status for a process stopped by that signal: 128 + its number."""
+    return 128 + int(getattr(signal, signal_of(exc)))
+
+
 def interrupted_text(exc: BaseException) -> str:
-    name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-    return f"interrupted ({name}) before the job finished; a rerun runs it again"
+    return f"interrupted ({signal_of(exc)}) before the job finished; a rerun runs it again"
 
 
 @contextmanager

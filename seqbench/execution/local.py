@@ -187,7 +187,7 @@ class ZygoteDied(RuntimeError):
 class Zygote:
     """A ``python -m seqbench.worker --zygote`` fork server that runs one job at a time."""
 
-    def __init__(self, start_timeout_s: float = 300) -> None:
+    def __init__(self, start_timeout_s: float = 300, wait: bool = True) -> None:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
         # should anything in the zygote ask whether CUDA is available, PyTorch answers through
         # NVML instead of initialising the driver, which would make CUDA unusable in every child
@@ -195,12 +195,26 @@ class Zygote:
         self.proc = subprocess.Popen(worker_command("--zygote"), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
                                      start_new_session=True, preexec_fn=child_setup(), env=env)
+        # the zygote dies with the thread that started it (PR_SET_PDEATHSIG)
+        self.thread = threading.current_thread()
         self._buf = b""
-        hello = self._read(time.monotonic() + start_timeout_s)
+        self._start_timeout_s = start_timeout_s
+        self.baseline_rss = 0
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait for the zygote's hello (its idle child's peak RSS)."""
+        hello = self._read(time.monotonic() + self._start_timeout_s)
         if hello is None:
             self.close()
-            raise ZygoteDied(f"the fork server did not start within {start_timeout_s:g} s")
+            raise ZygoteDied(f"the fork server did not start within "
+                             f"{self._start_timeout_s:g} s")
         self.baseline_rss = int(hello["baseline_rss"])
+
+    def usable(self) -> bool:
+        """Alive, and so is the thread that started it (the zygote dies with it)."""
+        return self.proc.poll() is None and self.thread.is_alive()
 
     def _stderr_tail(self) -> str:
         self._stderr.seek(0)
@@ -246,14 +260,14 @@ class Zygote:
         return int(reply["status"]), int(reply["rss"]), timed_out
 
     def close(self) -> None:
+        """Stop the zygote at once: it holds nothing but imports, and a torch process takes
+        seconds to exit on its own."""
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
-                self.proc.stdin.close()  # end of input: the zygote exits
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+                self.proc.stdin.close()
+        if self.proc.poll() is None:
             kill_group(self.proc.pid)
-            self.proc.wait()
+        self.proc.wait()
         self._stderr.close()
 
 
@@ -288,10 +302,47 @@ class LocalExecutor:
         remove_stale_job_folders()
 
     def _zygote(self) -> Zygote:
+        """An idle zygote, or a new one. A zygote started from a thread of an earlier run's
+        pool died with that thread (``PR_SET_PDEATHSIG`` follows the starting thread): such
+        dead ones are dropped here instead of failing a job."""
+        while True:
+            try:
+                zygote = self._idle.get_nowait()
+            except queue.Empty:
+                return Zygote()
+            if zygote.usable():
+                return zygote
+            zygote.close()
+
+    def _prestart(self, count: int) -> None:
+        """Have ``count`` idle zygotes, started from this thread (so they outlive the pool's
+        threads) and concurrently (each imports torch)."""
+        keep: list[Zygote] = []
+        while len(keep) < count:
+            try:
+                zygote = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if zygote.usable():
+                keep.append(zygote)
+            else:
+                zygote.close()
+        started = [Zygote(wait=False) for _ in range(count - len(keep))]
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return Zygote()
+            for zygote in started:
+                try:
+                    zygote.ready()
+                except ZygoteDied:  # its job will start another and report if that fails
+                    zygote.close()
+                    continue
+                keep.append(zygote)
+        finally:
+            for zygote in started:
+                if zygote not in keep:  # failed, or interrupted while it imported
+                    kill_group(zygote.proc.pid)
+                    zygote.close()
+            for zygote in keep:
+                self._idle.put(zygote)
 
     def baseline_rss(self) -> int:
         """Peak RSS of an idle worker that imports what a job imports (measured once)."""
@@ -316,6 +367,8 @@ class LocalExecutor:
                                     start_new_session=True,
                                     preexec_fn=child_setup(job.cap_bytes))
             self._live.add(proc.pid)
+            if self._stopping.is_set():  # interrupted while it started: it goes at once
+                kill_group(proc.pid)
             try:
                 status, peak_rss, timed_out = wait_with_timeout(proc, job.timeout)
             except BaseException:  # Ctrl-C: the worker goes with the driver
@@ -335,6 +388,8 @@ class LocalExecutor:
         def started(pid: int) -> None:
             pids.append(pid)
             self._live.add(pid)
+            if self._stopping.is_set():  # interrupted while it started: it goes at once
+                kill_group(pid)
 
         request = {"in": str(in_path), "out": str(out_path), "err": str(err_path),
                    "cap": job.cap_bytes}
@@ -354,6 +409,8 @@ class LocalExecutor:
     def run_one(self, job: Job, context: RunContext) -> Row:
         """Run ``job`` in a fresh worker process and return its row (never raises for a job;
         an interruption of the driver propagates after the worker is gone)."""
+        if self._stopping.is_set():  # the driver is stopping: no new worker starts
+            return failed_row(job, context, "interrupted", interrupted_text(Interrupted()), 0.0)
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
             tmpdir = Path(tmp)
             in_path, out_path, err_path = tmpdir / "in.json", tmpdir / "out.json", tmpdir / "err"
@@ -412,6 +469,8 @@ class LocalExecutor:
                     raise
                 on_row(row)
             return
+        if self.start == "fork":
+            self._prestart(min(self.workers, len(jobs)))
         self.baseline_rss()
         with ThreadPoolExecutor(self.workers) as pool:
             futures = [pool.submit(self.run_one, job, context) for job in jobs]
