@@ -36,10 +36,16 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+_received: list[str] = []  # the signals stop_on_sigterm turned into Interrupted, last last
+
+
 def signal_of(exc: BaseException) -> str:
-    """The signal that stopped the driver: SIGTERM for an :class:`Interrupted` that says so,
+    """The signal that stopped the driver: the one an :class:`Interrupted` names, or SIGTERM
+    when one arrived (a library may re-raise it as a plain KeyboardInterrupt, as Ray does),
     else SIGINT (Ctrl-C)."""
-    return exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+    if isinstance(exc, Interrupted):
+        return exc.signal_name
+    return _received[-1] if _received else "SIGINT"
 
 
 def exit_code_of(exc: BaseException) -> int:
@@ -57,7 +63,10 @@ def stop_on_sigterm() -> Iterator[None]:
     a sweep exactly as Ctrl-C does (the previous handler is restored afterwards)."""
 
     def handler(signum: int, frame: object) -> None:
+        _received.append("SIGTERM")
         raise Interrupted("SIGTERM")
+
+    _received.clear()
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
