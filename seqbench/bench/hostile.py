@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -102,6 +103,7 @@ class Case:
     spec: str | bytes | None = TINY_YAML  # written to spec.yaml (None: none written)
     must_not_say: tuple[str, ...] = ()  # fragments a clean refusal must not hold
     says: str = ""  # a fragment the refusal must hold (what it is about), from SAYS
+    slow: bool = False  # runs more than a second or two (a report)
 
 
 def results(name: str = "pristine") -> Setup:
@@ -275,7 +277,7 @@ def bomb(levels: int) -> str:
     names = "abcdefghijklmnop"[:levels]
     return ('[&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'
             + "".join(f", &{b} [" + ",".join([f"*{a}"] * 9) + "]"
-                      for a, b in zip(names, names[1:])) + "]")
+                      for a, b in itertools.pairwise(names)) + "]")
 
 
 MAMBA = edit("models", [{"name": "mamba", "params": {"d_model": 8}}])
@@ -408,7 +410,7 @@ def cases() -> list[Case]:
     junk = b"\xff\xfe not json \x80\n"
     add(Case("non-utf8-job-file-then-run-with-report", "7", "ok",
              ["run", "spec.yaml", "-o", "out"], [results(p), write("out/jobs/junk.json", junk)],
-             [rows_kept, unchanged("out/jobs/junk.json", junk)]))
+             [rows_kept, unchanged("out/jobs/junk.json", junk)], slow=True))
     add(Case("non-utf8-job-file-validate", "7", "detect", VALIDATE,
              [results(p), write("out/jobs/junk.json", junk)]))
     # 8. tracebacks and hangs
@@ -485,9 +487,8 @@ def cases() -> list[Case]:
              [results(p), lambda c, w: append_line(
                  (c / jsonl).read_bytes().split(b"\n")[0] + b"\n")(c, w)]))
     add(Case("job-file-holds-another-job", "10", "detect", VALIDATE,
-             [results(p), lambda c, w: shutil.copy(
-                 c / "out" / "jobs" / f"{job_ids(w)[0]}.json",
-                 c / "out" / "jobs" / "0123456789abcdef-s0.json")]))
+             [results(p), lambda c, w: write("out/jobs/0123456789abcdef-s0.json", (
+                 c / "out" / "jobs" / f"{job_ids(w)[0]}.json").read_bytes())(c, w)]))
     # extra: what a careful reviewer tries next
     add(Case("jsonl-is-a-fifo", "extra", "refuse", RUN, [results(p), fifo(jsonl)]))
     add(Case("jsonl-is-a-fifo-validate", "extra", "detect", VALIDATE, [results(p), fifo(jsonl)]))
@@ -733,10 +734,12 @@ def judge(case: Case, result: dict[str, Any], before: dict[str, str], after: dic
     return verdict
 
 
-def run_cases(ws: Path, pythonpath: str | None, only: list[str] | None = None
-              ) -> list[dict[str, Any]]:
-    """Every case, through ``seqbench.cli.main`` in one interpreter; one verdict per case."""
-    chosen = [c for c in cases() if only is None or c.id in only]
+def run_cases(ws: Path, pythonpath: str | None, only: list[str] | None = None,
+              slow: bool = True) -> list[dict[str, Any]]:
+    """The cases (``only`` these ids; the slow ones unless ``slow`` is false), through
+    ``seqbench.cli.main`` in one interpreter; one verdict per case, in order. ``ws`` must hold
+    the two results folders :func:`prepare` makes."""
+    chosen = [c for c in cases() if (only is None or c.id in only) and (slow or not c.slow)]
     payload, dirs, befores = [], [], []
     for case in chosen:
         case_dir = ws / "cases" / case.id
@@ -804,7 +807,7 @@ def signal_trial(ws: Path, pythonpath: str | None, sig: int) -> dict[str, Any]:
                               env=env_for(pythonpath), start_new_session=True)
     me = psutil.Process(driver.pid)
     deadline = time.monotonic() + 180
-    running, folders = 0, set()
+    running, folders = 0, set[str]()
     while running < 2 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.1)
         workers = job_workers(me)
@@ -883,7 +886,7 @@ def sigkill_trial(ws: Path, pythonpath: str | None) -> dict[str, Any]:
                               start_new_session=True)
     jobs = folder / "out" / "jobs"
     deadline = time.monotonic() + 180
-    me, folders = psutil.Process(driver.pid), set()
+    me, folders = psutil.Process(driver.pid), set[str]()
     while time.monotonic() < deadline and driver.poll() is None and not (
             jobs.is_dir() and list(jobs.glob("*.json"))):
         time.sleep(0.05)

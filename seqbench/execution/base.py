@@ -54,6 +54,11 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 def interrupted_text(exc: BaseException) -> str:
+    """The error text of a job stopped because the driver was interrupted by ``exc`` (or,
+    for any other exception, because the driver failed)."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return (f"stopped when the driver failed ({type(exc).__name__}) before the job "
+                "finished; a rerun runs it again")
     return f"interrupted ({signal_of(exc)}) before the job finished; a rerun runs it again"
 
 

@@ -297,6 +297,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._live: set[int] = set()  # process groups of running workers
         self._stopping = threading.Event()  # the driver was interrupted: kill, don't classify
+        self._stopped_by: BaseException = Interrupted()  # what interrupted it (for the rows)
         self._idle: queue.SimpleQueue[Zygote] = queue.SimpleQueue()
         weakref.finalize(self, _close_zygotes, self._idle)
         remove_stale_job_folders()
@@ -410,7 +411,8 @@ class LocalExecutor:
         """Run ``job`` in a fresh worker process and return its row (never raises for a job;
         an interruption of the driver propagates after the worker is gone)."""
         if self._stopping.is_set():  # the driver is stopping: no new worker starts
-            return failed_row(job, context, "interrupted", interrupted_text(Interrupted()), 0.0)
+            return failed_row(job, context, "interrupted", interrupted_text(self._stopped_by),
+                              0.0)
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
             tmpdir = Path(tmp)
             in_path, out_path, err_path = tmpdir / "in.json", tmpdir / "out.json", tmpdir / "err"
@@ -433,7 +435,7 @@ class LocalExecutor:
                 with contextlib.suppress(ValueError):  # cannot happen with atomic writes
                     row = Row.from_dict(json.loads(out_path.read_text(encoding="utf-8")))
             if row is None and self._stopping.is_set():
-                row = failed_row(job, context, "interrupted", interrupted_text(Interrupted()),
+                row = failed_row(job, context, "interrupted", interrupted_text(self._stopped_by),
                                  wall)
             elif row is None:
                 oom_after = host_oom_kills()
@@ -447,8 +449,10 @@ class LocalExecutor:
             row.update(baseline_rss_bytes=baseline, peak_mem_bytes=max(0, peak_rss - baseline))
         return row
 
-    def kill_all(self) -> None:
-        """Kill every running worker (the driver is stopping)."""
+    def kill_all(self, reason: BaseException | None = None) -> None:
+        """Kill every running worker (the driver is stopping, interrupted by ``reason``)."""
+        if reason is not None:
+            self._stopped_by = reason
         self._stopping.set()
         for pid in list(self._live):
             kill_group(pid)
@@ -479,10 +483,10 @@ class LocalExecutor:
                 for future in as_completed(futures):  # record each row as soon as it exists
                     recorded.add(id(future))
                     on_row(future.result())
-            except BaseException:  # Ctrl-C or a failing on_row: stop every running job now
+            except BaseException as exc:  # Ctrl-C or a failing on_row: stop every job now
                 for future in futures:
                     future.cancel()
-                self.kill_all()
+                self.kill_all(exc)
                 # the killed jobs return at once, as `interrupted` rows; keep every row
                 for future in futures:
                     if not future.cancelled() and id(future) not in recorded:
