@@ -190,7 +190,7 @@ def test_a_seed_outside_the_range_seqbench_writes_is_reported():
 
 
 def test_adding_needs_two_positions():
-    with pytest.raises(SpecError, match="tasks\\[0\\].seq_len: got 1; the adding problem"):
+    with pytest.raises(SpecError, match=r"tasks\[0\].seq_len: got 1; the adding problem"):
         parse_suite(hostile.edit("tasks.0.seq_lens", [1]))
     parse_suite(hostile.edit("tasks.0.seq_lens", [2]))
 
@@ -296,7 +296,46 @@ def test_a_killed_ray_driver_leaves_no_ray_process(tmp_path):
     assert any("ray::" in " ".join(p.cmdline()) for p in family if p.is_running())
     driver.kill()
     driver.wait()
-    gone, alive = psutil.wait_procs(family, timeout=20)
+    _, alive = psutil.wait_procs(family, timeout=20)
     for proc in alive:
         os.kill(proc.pid, signal.SIGKILL)
     assert alive == [], [p.cmdline() for p in alive]
+
+
+def test_a_folder_that_stops_being_writable_mid_run_is_one_line_not_a_traceback(
+        tmp_path, monkeypatch):
+    """As root a read-only folder cannot be made here; a write that fails as it would there
+    (EACCES, EROFS, ENOSPC) is what the sweep sees."""
+    from seqbench.execution.sweep import plan, run_sweep
+
+    class Recorder:
+        name = "fake"
+
+        def run(self, jobs, context, on_row):
+            for job in jobs:
+                on_row(failed_row(job, context, "error", "boom", 0.0))
+
+    def refuse(self, row):
+        raise PermissionError(13, "Permission denied")
+
+    suite = parse_suite(hostile.TINY)
+    monkeypatch.setattr(ResultStore, "write", refuse)
+    with pytest.raises(SpecError, match=r"--out: .*cannot be written \(Permission denied\); "
+                                        "the rows recorded so far are kept"):
+        run_sweep(plan(suite, "spec", tmp_path / "out"), Recorder())
+
+
+def test_a_folder_that_cannot_be_opened_for_writing_is_one_line_and_unlocked(
+        tmp_path, monkeypatch):
+    import seqbench.recording.store as store_module
+
+    def read_only(path, obj):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(store_module, "write_json_atomic", read_only)
+    with pytest.raises(SpecError, match=r"cannot be written \(Read-only file system\)"):
+        ResultStore(tmp_path / "out").open_for("tiny", "h", {})
+    monkeypatch.undo()
+    again = ResultStore(tmp_path / "out")  # the lock was released
+    again.open_for("tiny", "h", {})
+    again.close()

@@ -188,9 +188,8 @@ class ResultStore:
             return None
         existing, problem = read_suite_file(root)
         if existing is None:
-            entries = list(root.iterdir())
-            if not entries:
-                return None
+            if not [p for p in root.iterdir() if not self._own_debris(p)]:
+                return None  # empty, or all a run that stopped before suite.json left
             if os.path.lexists(self.manifest):
                 raise SpecError(flag, str(root), f"holds an unreadable suite.json ({problem}); "
                                 "use a fresh directory")
@@ -217,6 +216,12 @@ class ResultStore:
             raise SpecError(flag, str(root), "is not writable by this user")
         return existing
 
+    def _own_debris(self, path: Path) -> bool:
+        """What a run leaves before it writes suite.json: the lock file, an empty jobs/."""
+        if path == self.lock_path:
+            return is_regular(path)
+        return path == self.jobs_dir and is_real_dir(path) and not any(path.iterdir())
+
     def open_for(self, suite_name: str, spec_hash: str, spec: dict[str, Any],
                  overrides: list[str] | None = None) -> None:
         """Check the folder (see :meth:`check_writable`), take the lock, record the suite,
@@ -230,6 +235,15 @@ class ResultStore:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise SpecError("--out", str(self.root), "is not writable by this user")
         self.lock()
+        try:
+            self._open(existing, suite_name, spec_hash, spec, overrides)
+        except OSError as exc:  # a read-only or full file system: one line, lock released
+            self.close()
+            reason = exc.strerror or str(exc)
+            raise SpecError("--out", str(self.root), f"cannot be written ({reason})") from None
+
+    def _open(self, existing: dict[str, Any] | None, suite_name: str, spec_hash: str,
+              spec: dict[str, Any], overrides: list[str] | None) -> None:
         manifest: dict[str, Any] = existing or {"format": FORMAT, "suite": suite_name}
         changed = existing is None
         if manifest.get("spec_hash") != spec_hash:
