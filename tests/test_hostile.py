@@ -339,3 +339,27 @@ def test_a_folder_that_cannot_be_opened_for_writing_is_one_line_and_unlocked(
     again = ResultStore(tmp_path / "out")  # the lock was released
     again.open_for("tiny", "h", {})
     again.close()
+
+
+def test_ctrl_c_during_the_report_keeps_every_row_and_says_so_in_one_line(
+        tmp_path, monkeypatch, capfd):
+    import yaml
+
+    import seqbench.cli.run as run_command
+    from seqbench.cli import main
+
+    make_results(tmp_path / "out", hostile.TINY)  # every job recorded: the run goes on to report
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "jobs").iterdir()}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(hostile.TINY))
+
+    def interrupted(out, console):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_command, "write_report", interrupted)
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert main(["run", "spec.yaml", "-o", "out"]) == 130
+    err = capfd.readouterr().err
+    assert err == ("seqbench: interrupted (SIGINT); finished jobs are kept, rerun to resume\n")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "jobs").iterdir()} == before
+    assert validate_path(tmp_path / "out") == (2, [])

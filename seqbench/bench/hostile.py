@@ -752,22 +752,53 @@ def run_cases(ws: Path, pythonpath: str | None, only: list[str] | None = None,
         dirs.append(case_dir)
         befores.append(snapshot(case_dir))
         payload.append({"argv": case.argv, "cwd": str(case_dir)})
-    (ws / "cases.json").write_text(json.dumps(payload))
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(ws / "cases.json"),
-                           str(ws / "outcomes.json"), str(3 << 30), str(CASE_TIMEOUT_S)],
-                          capture_output=True, text=True, env=env_for(pythonpath),
-                          timeout=CASE_TIMEOUT_S * len(chosen) + 300)
-    done = json.loads((ws / "outcomes.json").read_text()) if (ws / "outcomes.json").exists() \
-        else []
-    verdicts = []
-    for i, case in enumerate(chosen):
-        if i < len(done):
-            result = done[i]
-        else:  # the runner itself died at this case (out of memory, a crash)
-            result = {"code": f"runner died ({proc.returncode})",
-                      "stderr": proc.stderr[-2000:] if i == len(done) else "", "seconds": 0}
-        verdicts.append(judge(case, result, befores[i], snapshot(dirs[i]), dirs[i], ws))
-    return verdicts
+    done = run_payload(ws, payload, pythonpath)
+    return [judge(case, done[i], befores[i], snapshot(dirs[i]), dirs[i], ws)
+            for i, case in enumerate(chosen)]
+
+
+def _outcomes(path: Path) -> list[dict[str, Any]]:
+    """What the runner has recorded so far (a file it rewrites after each case)."""
+    try:
+        return list(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def run_payload(ws: Path, payload: list[dict[str, Any]], pythonpath: str | None
+                ) -> list[dict[str, Any]]:
+    """Run the cases in one interpreter, restarted after a case that hangs beyond its alarm
+    (a deadlock the alarm cannot break) or kills the interpreter: that case is recorded as a
+    hang or a crash and the rest go on in a new one."""
+    done: list[dict[str, Any]] = []
+    attempt = 0
+    while len(done) < len(payload):
+        attempt += 1
+        rest = payload[len(done):]
+        cases_file, out_file = ws / f"cases-{attempt}.json", ws / f"outcomes-{attempt}.json"
+        cases_file.write_text(json.dumps(rest))
+        proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(cases_file), str(out_file),
+                                 str(3 << 30), str(CASE_TIMEOUT_S)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env_for(pythonpath), start_new_session=True)
+        seen, last_progress = 0, time.monotonic()
+        while proc.poll() is None:
+            time.sleep(0.2)
+            count = len(_outcomes(out_file))
+            if count != seen:
+                seen, last_progress = count, time.monotonic()
+            elif time.monotonic() - last_progress > CASE_TIMEOUT_S + 30:
+                with _suppress():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+        stderr = proc.stderr.read() if proc.stderr else ""
+        done += _outcomes(out_file)
+        if len(done) < len(payload):  # the case at len(done) hung or killed the interpreter
+            hung = proc.returncode == -signal.SIGKILL
+            done.append({"code": "hang" if hung else f"runner died ({proc.returncode})",
+                         "stderr": "" if hung else stderr[-2000:], "seconds": 0})
+    return done
 
 
 # --- signals ----------------------------------------------------------------------------------

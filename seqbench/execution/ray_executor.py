@@ -84,27 +84,42 @@ for pid, created in targets:
 
 
 class Reaper:
-    """A process that kills the Ray processes this driver started once the driver is gone."""
+    """A process that kills the Ray processes this driver started once the driver is gone.
+
+    Made just before ``ray.init``: the driver's children that appear after that (GCS, raylet,
+    ...) and everything below them are Ray's, and only those are handed over."""
 
     def __init__(self) -> None:
+        import psutil
+
         self.proc = subprocess.Popen([sys.executable, "-c", REAPER], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, text=True)
+        self._before = {p.pid for p in psutil.Process().children()} | {self.proc.pid}
         self._known: set[int] = set()
 
     def watch_children(self) -> None:
-        """Hand every current descendant of this process (but the reaper) to the reaper."""
+        """Hand the Ray processes started since, and their descendants, to the reaper."""
         import psutil
 
         assert self.proc.stdin is not None
-        for child in psutil.Process().children(recursive=True):
-            if child.pid in (self.proc.pid, *self._known):
+        found: list[psutil.Process] = []
+        for root in psutil.Process().children():
+            if root.pid in self._before:
                 continue
+            found.append(root)
             try:
-                self.proc.stdin.write(f"{child.pid} {child.create_time()}\n")
+                found += root.children(recursive=True)
             except psutil.Error:
                 continue
-            self._known.add(child.pid)
+        for proc in found:
+            if proc.pid in self._known:
+                continue
+            try:
+                self.proc.stdin.write(f"{proc.pid} {proc.create_time()}\n")
+            except psutil.Error:
+                continue
+            self._known.add(proc.pid)
         self.proc.stdin.flush()
 
     def close(self) -> None:
