@@ -151,6 +151,7 @@ def test_expect_refused_at_load() -> None:
         ({"better": {"name": "lstm", "params": {"mlp_ratio": 3.0}}, "worse": "gru",
           "metric": "mse"}, "expect[0].better"),
         ({"better": "gru", "worse": "gru", "metric": "mse"}, "expect[0]"),
+        ({"better": "lstm", "worse": "gru", "metric": "mse"}, "expect[0].better"),  # 2 match
         ({"better": "gru", "worse": "rnn", "metric": "accuracy"}, "expect[0].metric"),
         ({"better": "gru", "worse": "rnn", "metric": "mse", "task": "copy"}, "expect[0].task"),
         ({"better": "gru", "worse": "rnn", "metric": "mse", "seq_len": 7}, "expect[0].seq_len"),

@@ -301,10 +301,15 @@ def check_expect(suite: Suite, source: str) -> None:
                     raise SpecError(f"{where}.{side}.params", ref.params,
                                     "the task's baseline takes no params", source=source)
                 continue
-            if not any(ref.matches(m.name, m.params) for m in suite.models):
+            matched = [m for m in suite.models if ref.matches(m.name, m.params)]
+            if not matched:
                 raise SpecError(f"{where}.{side}", ref.text(), "a model of this suite "
                                 f"({', '.join(names)}), optionally with some of its params",
                                 source=source)
+            if len(matched) > 1:
+                raise SpecError(f"{where}.{side}", ref.text(), f"matches {len(matched)} models "
+                                "of this suite; add params that tell them apart ({name: ..., "
+                                "params: {...}})", source=source)
         tasks = [t for t in suite.tasks if e.task in (None, t.name)]
         if not tasks:
             raise SpecError(f"{where}.task", e.task, "a task of this suite "
