@@ -17,8 +17,9 @@ from seqbench.errors import SpecError
 from seqbench.results import check as ck
 
 MODELS = [{"name": "gru", "params": {"d_model": 8}}, {"name": "rnn", "params": {"d_model": 8}},
-          {"name": "lstm", "params": {"d_model": 8}},
+          {"name": "lstm", "params": {"d_model": 8, "n_layers": 1}},
           {"name": "lstm", "params": {"d_model": 8, "mlp_ratio": 0.0}}]
+LSTM = {"name": "lstm", "params": {"n_layers": 1}}  # the first LSTM ("lstm" names both)
 
 
 def _spec(expect: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def test_held_with_welch_numbers(tmp_path: Path) -> None:
 def test_flipped_below_margin_not_separated_untestable(tmp_path: Path) -> None:
     expect = [{"better": "rnn", "worse": "gru", "metric": "mse"},
               {"better": "gru", "worse": "rnn", "metric": "mse", "margin": 0.2},
-              {"better": "gru", "worse": "lstm", "metric": "mse"}]
+              {"better": "gru", "worse": LSTM, "metric": "mse"}]
     path = _results(tmp_path, expect, {"gru": GOOD, "rnn": BAD, "lstm": [0.02, 0.01, 0.016]})
     check = ck.check_dir(path)
     assert [v.status for v in check.verdicts] == [ck.FLIPPED, ck.BELOW, ck.NOT_SEPARATED]
@@ -130,7 +131,7 @@ def test_eval_length_reads_the_evaluation_setting(tmp_path: Path) -> None:
 def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     held = _results(tmp_path / "a", [{"better": "gru", "worse": "rnn", "metric": "mse"}],
                     {"gru": GOOD, "rnn": BAD})
-    weak = _results(tmp_path / "b", [{"better": "gru", "worse": "lstm", "metric": "mse"}],
+    weak = _results(tmp_path / "b", [{"better": "gru", "worse": LSTM, "metric": "mse"}],
                     {"gru": GOOD, "lstm": GOOD})
     flip = _results(tmp_path / "c", [{"better": "rnn", "worse": "gru", "metric": "mse"}],
                     {"gru": GOOD, "rnn": BAD})
@@ -172,3 +173,14 @@ def test_expect_leaves_job_ids_alone() -> None:
     plain = [j.job_id for j in expand(parse_suite(_spec([])))]
     expect = [{"better": "gru", "worse": "rnn", "metric": "mse"}]
     assert [j.job_id for j in expand(parse_suite(_spec(expect)))] == plain
+
+
+def test_report_shows_the_verdicts(tmp_path: Path) -> None:
+    from seqbench.results.report import write_report
+
+    path = _results(tmp_path, [{"better": "rnn", "worse": "gru", "metric": "mse",
+                                "why": "planted flip"}], {"gru": GOOD, "rnn": BAD})
+    page = write_report(path, tmp_path / "report", figures=False)
+    text = (page.parent / "report.md").read_text()
+    assert "Expected orderings: tiny" in text and "| flipped |" in text
+    assert "1 flipped" in text

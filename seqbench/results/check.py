@@ -57,6 +57,9 @@ from seqbench.results import stats
 HELD, BELOW, NOT_SEPARATED, FLIPPED, UNTESTABLE, MISSING = (
     "held", "below margin", "not separated", "flipped", "untestable", "missing")
 FAILING = frozenset({FLIPPED, MISSING})  # exit 1 without --strict
+RULE = (f"Rule: Welch's two-sided t-test over the seeds at alpha {stats.ALPHA}; the difference "
+        "is better minus worse in the metric's direction, with its Welch 95% interval; held "
+        "needs separation in the expected direction and a difference of at least the margin.")
 
 
 @dataclass(frozen=True)
@@ -284,10 +287,7 @@ def to_markdown(check: Check) -> str:
     from seqbench.results.writers import Table, md_table
 
     text = f"## Expected orderings: {check.suite}\n\n{check.summary()}.\n\n"
-    text += ("Rule: Welch's two-sided t-test over the seeds at alpha "
-             f"{stats.ALPHA}; the difference is better minus worse in the metric's direction, "
-             "with its Welch 95% interval; `held` needs separation in the expected direction "
-             "and a difference of at least the margin.\n\n")
+    text += RULE + "\n\n"
     df = table(check)
     return text + (md_table(Table(df)) if not df.empty else "No expectations.\n")
 
