@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import CONTEXT, tiny_jobs, tiny_spec, write_results_dir
 from torch import nn
 
 from seqbench.cli import main
@@ -21,7 +22,6 @@ from seqbench.worker.data import build_task
 from seqbench.worker.job import run_job
 from seqbench.worker.models import MODELS, build_model, count_params, mixer_class
 from seqbench.worker.models.base import BareLayer, Block, Mixer
-from conftest import CONTEXT, tiny_jobs, tiny_spec, write_results_dir
 
 CPU = torch.device("cpu")
 SCAFFOLDING = (nn.LayerNorm, nn.RMSNorm, nn.Dropout, nn.GELU, nn.Sequential, Block)

@@ -8,15 +8,19 @@ pre-norm mixer + residual, pre-norm MLP + residual, final norm, head) and once w
 ``backbone: bare`` (projection -> the mixer -> head, the ``nn.LSTM`` + linear head of the TCN
 study's baselines), each sized to the same parameter budget, with the same seed, data and
 optimizer settings. The jobs are built by the config layer from a spec dict per backbone (a
-suite names each model once) and run in this process by the worker's own :func:`seqbench.worker.job.run_job` (no second training loop), so
-the numbers are those a ``seqbench run`` of the same spec records, timings aside. The table
-gives the held-out metric (the task's primary one: MSE for adding) and its trivial baseline.
+suite names each model once) and run in this process by the worker's own
+:func:`seqbench.worker.job.run_job` (no second training loop), so the numbers are those a
+``seqbench run`` of the same specs records, timings aside. The table
+gives the held-out metric (the task's primary one: MSE for adding) and its trivial baseline,
+the median training step and the job's wall time (both noisy on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 from typing import Any
 
 from seqbench.config import expand, parse_suite
@@ -49,23 +53,27 @@ def run(specs: list[dict[str, Any]]) -> list[Row]:
     jobs = [job for s in specs for job in expand(parse_suite(s))]
     order = {name: i for i, name in enumerate(dict.fromkeys(j.model.name for j in jobs))}
     jobs.sort(key=lambda j: (order[j.model.name], j.seed))  # stable: shared before bare
-    return [run_job(job) for job in jobs]
+    rows = []
+    for job in jobs:
+        rows.append(run_job(job))
+        print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)  # progress
+    return rows
 
 
 def table(rows: list[Row]) -> str:
     header = ("model", "backbone", "seed", "d_model", "params", "status", "metric", "value",
-              "baseline", "train s")
+              "baseline", "step ms", "job s")
     lines = [header]
     for r in rows:
         metric = r.get("primary_metric", "")
         value = r.get(f"metric_{metric}") if metric else None
         base = r.get(f"baseline_{metric}") if metric else None
-        train_s = (r.get("train_step_s_median") or 0.0) * (r.get("train_steps") or 0)
+        step_ms = 1e3 * (r.get("train_step_s_median") or math.nan)
         lines.append((r.model, str(r.get("backbone", "")), str(r.seed), str(r.get("d_model", "")),
                       f"{r.get('param_count', 0):,}", r.status + (f" ({r.error[:60]})"
                                                                   if r.error else ""),
                       metric, "-" if value is None else f"{value:.3g}",
-                      "-" if base is None else f"{base:.3g}", f"{train_s:.1f}"))
+                      "-" if base is None else f"{base:.3g}", f"{step_ms:.1f}", f"{r.wall_s:.0f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
                      for line in lines)
@@ -89,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                   args.batch_size, args.lr, args.threads) for b in BACKBONES]
     rows = run(specs)
     train = specs[0]["train"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{args.task} T={args.seq_len}, {args.steps} steps, batch {train['batch_size']}, "
-          f"adamw lr {train['lr']}, clip 1.0, {args.threads} thread(s), param_budget {args.budget:,}; "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"adamw lr {train['lr']}, clip 1.0, {args.threads} thread(s), "
+          f"param_budget {args.budget:,}; load average {load}")
     print(table(rows))
     return 0 if all(r.status == "ok" for r in rows) else 1
 
