@@ -27,6 +27,8 @@ from seqbench.worker.models.base import (
 )
 
 BUDGET_KEY = "param_budget"  # size d_model so the whole model has about this many parameters
+# backbone settings a bare model has nothing to apply to (it has no norms, MLPs or residuals)
+NOT_BARE = ("mlp_ratio", "norm", "dropout")
 
 
 def mixer_class(name: str) -> type[Mixer]:
@@ -36,7 +38,8 @@ def mixer_class(name: str) -> type[Mixer]:
 def split_params(name: str, params: dict[str, Any],
                  where: str | None = None) -> tuple[BackboneConfig, Any, int | None]:
     """Split a model spec's flat params into backbone config, mixer config and budget, each
-    checked strictly (:mod:`seqbench.config.params`). ``where`` names the params in errors."""
+    checked strictly (:mod:`seqbench.config.params`). ``where`` names the params in errors.
+    A ``backbone: bare`` model that sets one of :data:`NOT_BARE` is refused."""
     where = where or f"models.{name}.params"
     cls = mixer_class(name)
     params = dict(params)
@@ -52,6 +55,12 @@ def split_params(name: str, params: dict[str, Any],
         raise SpecError(f"{where}.{unknown[0]}", unknown[0],
                         f"unknown parameter of {name}; allowed: {', '.join(allowed)}")
     bb_cfg = check_dataclass(BackboneConfig, backbone, where)
+    if bb_cfg.backbone == "bare":
+        for key in NOT_BARE:
+            if key in backbone:
+                raise SpecError(f"{where}.{key}", backbone[key],
+                                "not with backbone: bare (no norms, MLPs or residual dropout); "
+                                "remove it, or use backbone: shared")
     mixer_cfg = check_dataclass(cls.Config, params, where)
     return bb_cfg, mixer_cfg, budget
 
