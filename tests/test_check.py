@@ -28,7 +28,7 @@ def _spec(expect: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
 
 def _results(tmp_path: Path, expect: list[dict[str, Any]], values: dict[str, list[float]],
              *, status: dict[str, str] | None = None, evals: dict[str, list[float]] | None = None,
-             **kw: Any) -> Path:
+             grad: dict[str, list[float]] | None = None, **kw: Any) -> Path:
     """A results dir of the spec with metric_mse per model label chosen seed by seed;
     labels: gru, rnn, lstm, lstm-nomlp. ``evals``: the same at an evaluation length 12."""
     suite = parse_suite(_spec(expect, **kw))
@@ -41,6 +41,9 @@ def _results(tmp_path: Path, expect: list[dict[str, Any]], values: dict[str, lis
         fields: dict[str, Any] = {"status": (status or {}).get(label, "ok"),
                                   "metric_mse": value, "baseline_mse": 1 / 6,
                                   "higher_is_better_mse": False, "primary_metric": "mse"}
+        if grad is not None and label in grad:
+            fields["grad_profile"] = [{"step": 0, "decay_per_step": grad[label][job.seed]},
+                                      {"step": 4, "decay_per_step": -grad[label][job.seed]}]
         if evals is not None and label in evals:
             fields["evals"] = [{"seq_len": 12, "params": {}, "input_len": 12, "status": "ok",
                                 "error": "", "metric_mse": evals[label][job.seed],
@@ -184,3 +187,20 @@ def test_report_shows_the_verdicts(tmp_path: Path) -> None:
     text = (page.parent / "report.md").read_text()
     assert "Expected orderings: tiny" in text and "| flipped |" in text
     assert "1 flipped" in text
+
+
+def test_gradient_decay_metrics(tmp_path: Path) -> None:
+    """grad_decay_init/_end come from the probe at step 0 and the last probe; higher (a slower
+    decay) is better."""
+    expect = [{"better": "gru", "worse": "rnn", "metric": "grad_decay_init"},
+              {"better": "gru", "worse": "rnn", "metric": "grad_decay_end"}]
+    train = {**tiny_spec()["train"], "grad_probe": {"at": ["init", "end"]}}
+    path = _results(tmp_path, expect, {"gru": GOOD, "rnn": BAD}, train=train,
+                    grad={"gru": [-0.01, -0.02, -0.015], "rnn": [-0.5, -0.6, -0.55]})
+    init, end = ck.check_dir(path).verdicts
+    assert init.status == ck.HELD and init.better_mean == pytest.approx(-0.015)
+    assert end.status == ck.FLIPPED and end.worse_mean == pytest.approx(0.55)
+    with pytest.raises(SpecError, match="expect\\[0\\].metric"):  # no probe, no such metric
+        from seqbench.config.resolve import check_suite
+
+        check_suite(parse_suite(_spec(expect)), "spec.yaml")

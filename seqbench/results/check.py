@@ -30,6 +30,11 @@ lower is), the verdict is:
     a side has no ok value where the other has rows (every seed failed, or never ran): the
     statuses say why.
 
+Gradient flow (``train.grad_probe``) gives two more metrics, higher is better (a slower decay):
+``grad_decay_init`` and ``grad_decay_end``, the ``decay_per_step`` of the probe at
+initialisation (step 0) and at the end of training (the last probe point), i.e. the slope of
+ln(gradient norm) against distance (:mod:`seqbench.worker.gradients`).
+
 ``better: baseline`` or ``worse: baseline`` stands for the task's trivial baseline of the
 metric (the rows' ``baseline_<metric>``, e.g. 1/6 MSE for the adding problem).
 
@@ -57,6 +62,7 @@ from seqbench.results import stats
 HELD, BELOW, NOT_SEPARATED, FLIPPED, UNTESTABLE, MISSING = (
     "held", "below margin", "not separated", "flipped", "untestable", "missing")
 FAILING = frozenset({FLIPPED, MISSING})  # exit 1 without --strict
+GRAD_METRICS = ("grad_decay_init", "grad_decay_end")  # from the rows' grad_profile
 RULE = (f"Rule: Welch's two-sided t-test over the seeds at alpha {stats.ALPHA}; the difference "
         "is better minus worse in the metric's direction, with its Welch 95% interval; held "
         "needs separation in the expected direction and a difference of at least the margin.")
@@ -156,7 +162,35 @@ def _frame(path: Path) -> pd.DataFrame:
         _params_text({**_task_params_of(jobs.get(j)), **(ep if isinstance(ep, dict) else {})})
         for j, ep in zip(evals["job_id"], evals["eval_params"], strict=True)]
     evals.attrs["higher_is_better"] = {m: bool(s.iloc[0]) for m, s in hib.items() if len(s)}
+    profiles = dict(zip(rows["job_id"], rows["grad_profile"], strict=True))
+    main = evals["setting"] == "main"
+    for name, value in zip(GRAD_METRICS, (_first_probe, _last_probe), strict=True):
+        decay = [value(profiles.get(j)) if m else math.nan
+                 for j, m in zip(evals["job_id"], main, strict=True)]
+        if any(math.isfinite(d) for d in decay):
+            evals[f"metric_{name}"] = decay
+            evals.attrs["higher_is_better"][name] = True
     return evals
+
+
+def _probe_decays(profile: Any) -> list[tuple[int, float]]:
+    points = profile if isinstance(profile, list) else []
+    out = []
+    for p in points:
+        if isinstance(p, dict) and isinstance(p.get("step"), int):
+            d = p.get("decay_per_step")
+            out.append((p["step"], float(d) if isinstance(d, (int, float)) else math.nan))
+    return sorted(out)
+
+
+def _first_probe(profile: Any) -> float:
+    points = _probe_decays(profile)
+    return points[0][1] if points and points[0][0] == 0 else math.nan
+
+
+def _last_probe(profile: Any) -> float:
+    points = _probe_decays(profile)
+    return points[-1][1] if points and points[-1][0] > 0 else math.nan
 
 
 def _task_params_of(job: Any) -> dict[str, Any]:
