@@ -99,7 +99,7 @@ from seqbench.recording.store import dumps, write_text_atomic
 DEFAULT_SPEC = "nightly"
 # the CPU-scale reproductions of known results (docs/reproductions.md), run every night
 REPRODUCTIONS = ("adding-tcn-cpu", "copy-tcn-cpu", "digits-tcn-cpu", "selective-copy-cpu",
-                 "induction-cpu", "mqar-cpu", "chomsky-cpu", "gradients-cpu")
+                 "induction-cpu", "mqar-cpu", "chomsky-cpu", "vanishing-gradients-cpu")
 DEFAULT_HISTORY = Path("results") / "nightly"
 INDEX, INDEX_MD, LOCK = "index.jsonl", "index.md", ".lock"
 GATE_TIMEOUT_S = 3600.0
