@@ -298,7 +298,19 @@ def best_over_search(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
                 "test_n": len(values), "test_ci_low": low, "test_ci_high": high,
                 "test_failed": int((rows["status"] != "ok").sum()),
                 "reason": choice.reason})
-    return pd.DataFrame(out)
+    return _ordered(pd.DataFrame(out))
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tasks as they first appear, then length, then models in registry order."""
+    from seqbench.catalog import MODELS
+
+    if frame.empty:
+        return frame
+    tasks = {t: i for i, t in enumerate(dict.fromkeys(frame["task"]))}
+    keyed = frame.assign(_t=frame["task"].map(tasks), _m=frame["model"].map(MODELS.order))
+    return keyed.sort_values(["_t", "task_params", "seq_len", "_m"], kind="stable").drop(
+        columns=["_t", "_m"]).reset_index(drop=True)
 
 
 def _reaching(choice: Any, model: str, spec: dict[str, Any]) -> dict[str, Any]:
