@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import CONTEXT, tiny_spec
+
 from seqbench.catalog import MODELS
 from seqbench.config import expand, parse_suite
 from seqbench.errors import SpecError

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_spec
 from scipy import stats
 
-from conftest import tiny_spec
 from seqbench.cli import main
 from seqbench.config import parse_suite
 from seqbench.config.expand import expand_final, expand_trials
@@ -399,7 +399,7 @@ def test_bad_search_input_is_one_line_before_any_job_runs(search, fragments, tmp
 
 
 def test_a_search_refuses_an_eval_split_of_its_own_and_a_shadowed_path():
-    with pytest.raises(SpecError, match="train.eval_split.*set by the search"):
+    with pytest.raises(SpecError, match=r"train\.eval_split.*set by the search"):
         parse_suite(search_spec({"grid": {"train.lr": LRS}},
                                 train={**tiny_spec()["train"], "eval_split": "test"}))
     shadowed = search_spec({"grid": {"train.lr": LRS}},

@@ -34,7 +34,7 @@ import math
 import random
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -44,7 +44,7 @@ from seqbench.config.overrides import set_path
 from seqbench.config.spec import RandomSearch, SearchSpec, Suite, TrainSpec
 from seqbench.errors import SpecError
 
-Role = str  # "trial" | "final"
+Role = Literal["trial", "final"]
 SEARCH_SETS = ("eval_split",)  # train keys the search sets itself
 
 
@@ -215,7 +215,7 @@ class TrialPlan:
 
 
 def mark(job: Job, role: Role, values: dict[str, Any]) -> Job:
-    return job.model_copy(update={"search": SearchMark(role=role, values=values)})  # type: ignore[arg-type]
+    return job.model_copy(update={"search": SearchMark(role=role, values=values)})
 
 
 def setting_of(job: Job) -> tuple[str, str, int]:

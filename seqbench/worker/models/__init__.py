@@ -322,11 +322,11 @@ def _why_not(sizing: Sizing, step: int, ratio: float) -> Sizing:
         return sizing
     budget = sizing.budget
     got = f"{_shown(sizing.achieved)} of {_shown(budget.target)} {_UNITS[budget.key]}"
-    if budget.tolerance is None:
+    if budget.key == STATE_BUDGET_KEY:
+        reason = f"{got}: the state grows with d_model only, in steps of {step} here"
+    elif budget.tolerance is None:
         reason = (f"{got}: d_model comes in steps of {step} here; set {TOLERANCE_KEY} to "
                   "adjust the MLP width too")
-    elif budget.key == STATE_BUDGET_KEY:
-        reason = f"{got}: the state grows with d_model only, in steps of {step} here"
     elif ratio == 0:
         reason = f"{got}: d_model comes in steps of {step} here and the MLP is off (mlp_ratio 0)"
     else:
