@@ -44,6 +44,12 @@ class SearchRun:
     trials: Sweep
     choices: list[Choice] = field(default_factory=list)
     final: Sweep | None = None
+    timeout: float | None = None  # replaces every job's timeout_s (trials' and finals')
+
+    @property
+    def current(self) -> Sweep:
+        """The sweep running now (or last): the final one once it exists, else the trials."""
+        return self.final if self.final is not None else self.trials
 
     @property
     def interrupted(self) -> bool:
@@ -70,7 +76,7 @@ def plan_search(suite: Suite, source: str, out: Path, overrides: Overrides | Non
         found = read_dir(out).finished()
         sweep.recorded = {j: s for j, s in found.items() if j in sweep.job_ids}
     sweep.todo = [j for j in sweep.jobs if needs_run(sweep.recorded.get(j.job_id), retry)]
-    return SearchRun(plan, sweep)
+    return SearchRun(plan, sweep, timeout=timeout)
 
 
 def run_search(suite: Suite, source: str, out: Path, executor: Executor,
@@ -78,12 +84,23 @@ def run_search(suite: Suite, source: str, out: Path, executor: Executor,
                retry: bool = False, timeout: float | None = None) -> SearchRun:
     """Run a search (see the module docstring) and return what happened. ``timeout``
     replaces every job's ``timeout_s`` (not hashed: the same job ids)."""
-    run = plan_search(suite, source, out, overrides, retry, timeout)
-    run_sweep(run.trials, executor, progress)
-    run.choices = select(run.plan, run.trials.rows())
-    final_jobs = _with_timeout(expand_final(run.plan, run.choices, source), timeout)
-    write_search_file(out, run, final_jobs)
-    run.final = Sweep(suite, source, out, final_jobs, overrides or Overrides(), retry)
+    return execute_search(plan_search(suite, source, out, overrides, retry, timeout),
+                          executor, progress)
+
+
+def execute_search(run: SearchRun, executor: Executor,
+                   progress: Progress | None = None) -> SearchRun:
+    """Run a planned search (:func:`plan_search`): its trials, the choice, ``search.json`` and
+    the final runs. An interruption propagates with ``run.trials`` (or ``run.final``) holding
+    what the running sweep recorded, so a caller can say it."""
+    sweep = run.trials
+    run_sweep(sweep, executor, progress)
+    run.choices = select(run.plan, sweep.rows())
+    timeout = run.timeout
+    final_jobs = _with_timeout(expand_final(run.plan, run.choices, sweep.source), timeout)
+    write_search_file(sweep.out, run, final_jobs)
+    run.final = Sweep(sweep.suite, sweep.source, sweep.out, final_jobs, sweep.overrides,
+                      sweep.retry)
     if isinstance(executor, LocalExecutor):
         # idle fork servers started from the pool's threads die with those threads (their
         # parent-death signal is per thread); start the final sweep with fresh ones
@@ -91,7 +108,6 @@ def run_search(suite: Suite, source: str, out: Path, executor: Executor,
     if final_jobs:
         run_sweep(run.final, executor, progress)
     return run
-
 
 def search_record(run: SearchRun, final_jobs: list[Job]) -> dict[str, Any]:
     """What ``search.json`` holds: the searched space, the rule, every trial (job id, model,

@@ -15,9 +15,8 @@ functions over the rows :func:`seqbench.results.load.load` returns.
   recurrent state size (Arora et al. 2023, "Zoology", Fig. 2's accuracy vs state size).
 * :func:`plot_curves`: learning curves per model, the mean over seeds with the range of the
   seeds as a band.
-* :func:`compare_models` and :func:`ranking`: Welch's t-test between two models' seeds (and a
-  bootstrap interval of the difference once both have at least ``bootstrap_min_n`` seeds), and
-  models ranked by mean with 95% t-intervals, from :mod:`scipy.stats`.
+* :func:`compare_models` and :func:`ranking`: :func:`seqbench.results.stats.difference` (Welch)
+  and :func:`seqbench.results.stats.rank` (Welch, Holm) over a search's final seeds.
 * :func:`budget_table` and :func:`search_section`: the report's blocks.
 """
 
@@ -26,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import pandas as pd
 
 from seqbench.config.search import describe_choice, values_text
 from seqbench.errors import SpecError
+from seqbench.results.stats import interval
 
 SEARCH_FILE = "search.json"
 MAD_FAMILIES = {"mad_": "mad"}  # task-name prefix -> family (MAD's six synthetic tasks)
@@ -100,51 +99,7 @@ def _missing(v: Any) -> bool:
         return False
 
 
-# --- statistics (scipy.stats) -----------------------------------------------------------------
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean; (nan, nan) below two values."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return math.nan, math.nan
-    low, high = stats.t.interval(level, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
-    return float(low), float(high)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Model ``a`` against model ``b`` on one metric at one length: the means over ok seeds,
-    their difference (a - b), Welch's t-test (statistic, degrees of freedom, two-sided p) with
-    its interval of the difference, and a percentile bootstrap interval of the difference when
-    both have at least ``bootstrap_min_n`` seeds (else NaN). ``better``: the model whose mean
-    is better in the task's direction when p < alpha, else ''."""
-
-    a: str
-    b: str
-    metric: str
-    seq_len: int
-    n_a: int
-    n_b: int
-    mean_a: float
-    mean_b: float
-    diff: float
-    t: float
-    df: float
-    p_value: float
-    ci_low: float
-    ci_high: float
-    boot_low: float
-    boot_high: float
-    bootstrap_min_n: int
-    higher_is_better: bool | None
-    alpha: float
-    better: str
-
-    def dump(self) -> dict[str, Any]:
-        return asdict(self)
-
-
+# --- significance (built on seqbench.results.stats) -----------------------------------------
 def _metric_column(df: pd.DataFrame, metric: str) -> str:
     column = metric if metric.startswith("metric_") else f"metric_{metric}"
     if column not in df:
@@ -161,14 +116,15 @@ def _direction(df: pd.DataFrame, column: str) -> bool | None:
 
 def seed_values(df: pd.DataFrame, model: str, length: int, metric: str,
                 task: str | None = None) -> np.ndarray:
-    """The metric over the ok seeds of one model at one length (a search's final runs when
-    the rows hold a search); SpecError when the rows name no single configuration."""
+    """The metric over the ok seeds of one model at one length: a search's final runs (on the
+    test split) when the rows hold a search, never its trials; SpecError when the rows name
+    no single task or configuration."""
     column = _metric_column(df, metric)
     rows = search_frame(df[(df["kind"] == "train") & (df["model"] == model)
                            & (df["seq_len"] == length)])
     if task is not None:
         rows = rows[rows["task"] == task]
-    if (rows["search_role"] == "final").any():
+    if (rows["search_role"] != "").any():
         rows = rows[rows["search_role"] == "final"]
     if rows["task"].nunique() > 1:
         raise SpecError("task", None, f"these rows hold {', '.join(rows['task'].unique())}; "
@@ -180,75 +136,39 @@ def seed_values(df: pd.DataFrame, model: str, length: int, metric: str,
     return ok.to_numpy(dtype=float)
 
 
-def compare_models(df: pd.DataFrame, a: str, b: str, length: int, metric: str, *,
-                   task: str | None = None, alpha: float = 0.05, bootstrap_min_n: int = 8,
-                   n_boot: int = 9999, seed: int = 0) -> Comparison:
-    """Model ``a`` vs ``b`` (see :class:`Comparison`): :func:`scipy.stats.ttest_ind` with
-    ``equal_var=False`` (Welch) and :func:`scipy.stats.bootstrap` of the difference of means
-    (percentile, ``n_boot`` resamples, seeded)."""
-    from scipy import stats
-
-    column = _metric_column(df, metric)
-    x, y = (seed_values(df, m, length, column, task) for m in (a, b))
-    if len(x) < 2 or len(y) < 2:
-        raise SpecError("seeds", {a: len(x), b: len(y)}, "a comparison needs at least 2 ok "
-                        "seeds of each model")
-    test = stats.ttest_ind(x, y, equal_var=False)
-    ci = test.confidence_interval(1 - alpha)
-    boot_low = boot_high = math.nan
-    if min(len(x), len(y)) >= bootstrap_min_n:
-        res = stats.bootstrap((x, y), lambda u, v, axis=-1: u.mean(axis) - v.mean(axis),
-                              n_resamples=n_boot, confidence_level=1 - alpha,
-                              method="percentile", random_state=np.random.default_rng(seed))
-        boot_low, boot_high = float(res.confidence_interval.low), float(
-            res.confidence_interval.high)
-    higher = _direction(df, column)
-    diff = float(x.mean() - y.mean())
-    better = ""
-    if higher is not None and float(test.pvalue) < alpha and diff != 0:
-        better = a if (diff > 0) == higher else b
-    return Comparison(a, b, column[7:], length, len(x), len(y), float(x.mean()),
-                      float(y.mean()), diff, float(test.statistic), float(test.df),
-                      float(test.pvalue), float(ci.low), float(ci.high), boot_low, boot_high,
-                      bootstrap_min_n, higher, alpha, better)
-
-
-def ranking(df: pd.DataFrame, length: int, metric: str, *, task: str | None = None,
-            alpha: float = 0.05) -> pd.DataFrame:
-    """Models at one length ranked by mean (best first, in the task's direction), each with
-    its 95% t-interval, n, and Welch's p-value against the best model; ``tied_with_best``
-    where that p-value is not below ``alpha``."""
-    from scipy import stats
-
+def final_samples(df: pd.DataFrame, length: int, metric: str, *,
+                  task: str | None = None) -> tuple[dict[str, np.ndarray], bool | None]:
+    """Per model (in the rows' order) its ok final seeds at one length (:func:`seed_values`),
+    and the metric's direction: the input of :func:`seqbench.results.stats.rank`,
+    :func:`~seqbench.results.stats.best_marks` and :func:`~seqbench.results.stats.difference`."""
     column = _metric_column(df, metric)
     rows = df[(df["kind"] == "train") & (df["seq_len"] == length)]
     if task is not None:
         rows = rows[rows["task"] == task]
-    higher = _direction(rows, column)
-    out = []
-    for model in dict.fromkeys(rows["model"]):
-        values = seed_values(rows, model, length, column, task)
-        low, high = t_interval(values)
-        out.append({"model": model, "n": len(values),
-                    "mean": values.mean() if len(values) else math.nan,
-                    "ci_low": low, "ci_high": high, "values": values})
-    table = pd.DataFrame(out)
-    if table.empty:
-        return table
-    sign = -1.0 if higher in (True, None) else 1.0
-    table = table.assign(_key=sign * table["mean"]).sort_values("_key", kind="stable",
-                                                                na_position="last")
-    best = table.iloc[0]["values"]
-    p_values = []
-    for values in table["values"]:
-        if len(values) < 2 or len(best) < 2 or values is best:
-            p_values.append(math.nan if values is not best else 1.0)
-        else:
-            p_values.append(float(stats.ttest_ind(values, best, equal_var=False).pvalue))
-    table = table.assign(p_vs_best=p_values, rank=range(1, len(table) + 1))
-    table["tied_with_best"] = table["p_vs_best"].ge(alpha).fillna(False)
-    return table.drop(columns=["_key", "values"]).reset_index(drop=True)[
-        ["rank", "model", "mean", "ci_low", "ci_high", "n", "p_vs_best", "tied_with_best"]]
+    samples = {str(m): seed_values(rows, str(m), length, column, task)
+               for m in dict.fromkeys(rows["model"])}
+    return samples, _direction(rows, column)
+
+
+def compare_models(df: pd.DataFrame, a: str, b: str, length: int, metric: str, *,
+                   task: str | None = None) -> Any:
+    """Model ``a`` against ``b`` on their final seeds: :func:`seqbench.results.stats.difference`
+    (Welch's two-sided t-test and the Welch interval of ``mean_a - mean_b``)."""
+    from seqbench.results.stats import difference
+
+    column = _metric_column(df, metric)
+    return difference(*(seed_values(df, m, length, column, task) for m in (a, b)))
+
+
+def ranking(df: pd.DataFrame, length: int, metric: str, *, task: str | None = None,
+            alpha: float = 0.05) -> pd.DataFrame:
+    """Models at one length ranked on their final seeds with the uncertainty shown:
+    :func:`seqbench.results.stats.rank` (Welch, Holm over all pairs; ``rank_best`` ..
+    ``rank_worst`` the ranks a model could hold)."""
+    from seqbench.results.stats import rank
+
+    samples, higher = final_samples(df, length, metric, task=task)
+    return rank(samples, True if higher is None else higher, alpha)
 
 
 # --- MAD and zoology aggregates ---------------------------------------------------------------
@@ -262,7 +182,8 @@ def best_over_search(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """One row per (task, task params, length, model[, per: suite: every model]): the chosen
     configuration, its validation score over the trial seeds (``val_score``), how many
     configurations competed, and its final runs on the test split: ``test_mean``,
-    ``test_std``, ``test_n``, ``test_ci_low``/``test_ci_high`` (t-interval) and the failed
+    ``test_std``, ``test_n``, ``test_ci_low``/``test_ci_high`` (:func:`seqbench.results.stats
+    .interval`: none below 3 seeds) and the failed
     final seeds."""
     from seqbench.config.job import canonical_json
 
@@ -284,7 +205,7 @@ def best_over_search(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
             ok = rows[rows["status"] == "ok"]
             values = (ok[column].dropna().to_numpy(dtype=float)
                       if column is not None and column in ok else np.array([]))
-            low, high = t_interval(values)
+            ci = interval(values)
             out.append({
                 "task": choice.task, "task_params": json.dumps(choice.task_params,
                                                                sort_keys=True),
@@ -295,7 +216,7 @@ def best_over_search(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
                 "val_score": choice.best.score if choice.best else math.nan,
                 "test_mean": values.mean() if len(values) else math.nan,
                 "test_std": values.std(ddof=1) if len(values) > 1 else math.nan,
-                "test_n": len(values), "test_ci_low": low, "test_ci_high": high,
+                "test_n": len(values), "test_ci_low": ci.low, "test_ci_high": ci.high,
                 "test_failed": int((rows["status"] != "ok").sum()),
                 "reason": choice.reason})
     return _ordered(pd.DataFrame(out))
@@ -498,7 +419,7 @@ def search_section(df: pd.DataFrame, spec: dict[str, Any] | None, out: Path,
     width and vs state size), the learning curves and the budget table. Figures go to
     ``out/figures``. ``spec``: the suite's spec (``suite.json``); None for rows outside a
     search (then only the budget table)."""
-    from seqbench.results.writers import Heading, Image, Paragraph, Table
+    from seqbench.results.writers import Heading, Paragraph, Table
 
     blocks: list[Any] = []
     if spec is not None and spec.get("search"):
@@ -519,38 +440,25 @@ def search_section(df: pd.DataFrame, spec: dict[str, Any] | None, out: Path,
                                "selection": describe_choice(c, len(suite.seeds))} for c in picked])
         if len(lines):
             blocks.append(Table(lines, "How each configuration was chosen"))
+        trials = trial_table(picked)
+        if len(trials):
+            blocks.append(Table(trials.map(_fmt), f"Every trial: validation {metric} per seed "
+                                "and the candidate's score under the rule; chosen: the "
+                                "configuration the final runs use"))
         best = best_over_search(df, spec)
         if len(best):
             shown = best[["task", "seq_len", "model", "chosen", "val_score", "test_mean",
                           "test_ci_low", "test_ci_high", "test_n"]].map(_fmt)
             blocks.append(Table(shown, "Best over the search per setting: validation score of "
-                                       "the chosen configuration, test mean and 95% t-interval "
-                                       "over the final seeds"))
+                                       "the chosen configuration, test mean and 95% interval "
+                                       "over the final seeds (Student t from 3 seeds, none below)"))
             scores = mad_score(best)
             if len(scores):
                 blocks.append(Table(scores.map(_fmt), "Mean over each task family's settings "
                                     "of the best test score (the MAD score); a model missing a "
                                     "setting has none"))
-        figures = out / "figures"
-        figures.mkdir(parents=True, exist_ok=True)
-        for x, name in (("d_model", "search_best_vs_width"),
-                        ("state_size_bytes", "search_best_vs_state")):
-            points = best_vs(df, x)
-            if points[x].nunique() < 2 if len(points) else True:
-                continue
-            fig = plot_best_vs(points, x)
-            for fmt in formats:
-                fig.savefig(figures / f"{name}.{fmt}", dpi=150)
-            blocks.append(Image(f"figures/{name}.png", f"Best validation score over the search "
-                                f"against {x} (zoology style)"))
-        if curves is not None and len(curves):
-            metric_name = next((m for m in df["primary_metric"] if m), None)
-            if metric_name:
-                fig = plot_curves(curves, metric_name, rows=df)
-                for fmt in formats:
-                    fig.savefig(figures / f"search_curves.{fmt}", dpi=150)
-                blocks.append(Image("figures/search_curves.png", "Learning curves of the final "
-                                    "runs (validation), mean over seeds with their range"))
+        if "png" in formats:
+            blocks += _figure_blocks(df, out / "figures", curves, formats)
     budgets = budget_table(df)
     if len(budgets):
         blocks += [Heading("Budgets"), Table(budgets, "Each budgeted model: the budget, the "
@@ -559,9 +467,94 @@ def search_section(df: pd.DataFrame, spec: dict[str, Any] | None, out: Path,
     return blocks
 
 
+def _save(fig: Any, path: Path, formats: Sequence[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    for fmt in formats:
+        fig.savefig(path.with_suffix(f".{fmt}"), dpi=150)
+    plt.close(fig)
+
+
+def _figure_blocks(df: pd.DataFrame, figures: Path, curves: pd.DataFrame | None,
+                   formats: Sequence[str]) -> list[Any]:
+    """The zoology figures (best vs width, vs state size; where the rows hold two or more
+    values) and the final runs' learning curves, saved under ``figures``."""
+    from seqbench.results.writers import Image
+
+    figures.mkdir(parents=True, exist_ok=True)
+    blocks: list[Any] = []
+    for x, name in (("d_model", "search_best_vs_width"),
+                    ("state_size_bytes", "search_best_vs_state")):
+        points = best_vs(df, x) if x in df else pd.DataFrame()
+        if len(points) == 0 or points[x].nunique() < 2:
+            continue
+        _save(plot_best_vs(points, x), figures / name, formats)
+        blocks.append(Image(f"figures/{name}.png", "Best validation score over the search "
+                            f"against {x} (zoology style)"))
+    metric = next((m for m in df["primary_metric"] if m), None)
+    if curves is not None and len(curves) and metric and f"metric_{metric}" in curves:
+        try:
+            fig = plot_curves(curves, metric, rows=df)
+        except SpecError:  # no final runs with curve points
+            return blocks
+        _save(fig, figures / "search_curves", formats)
+        blocks.append(Image("figures/search_curves.png", "Learning curves of the final runs "
+                            "(validation split), mean over seeds with their range as a band"))
+    return blocks
+
+
+def trial_table(picked: list[Any]) -> pd.DataFrame:
+    """One line per trial of every choice: task, length, model, the searched values, seed,
+    status, its validation value, its candidate's score and whether that candidate was
+    chosen."""
+    out = []
+    for choice in picked:
+        for i, cand in enumerate(choice.candidates):
+            for trial in cand.trials:
+                out.append({"task": choice.task, "seq_len": choice.seq_len,
+                            "model": trial["model"], "values": values_text(cand.values),
+                            "seed": trial["seed"], "status": trial["status"] or "not run",
+                            "value": math.nan if trial["value"] is None else trial["value"],
+                            "score": cand.score,
+                            "chosen": "yes" if i == choice.chosen else ""})
+    return pd.DataFrame(out)
+
+
 def _searched(search: Any) -> list[str]:
     parts = [f"{p} in {{{', '.join(map(str, v))}}}" for p, v in search.grid.items()]
     if search.random is not None:
         parts.append(f"{search.random.samples} random samples of "
                      f"{', '.join(search.random.space)} (seed {search.random.seed})")
     return parts
+
+
+def curves_of(df: pd.DataFrame) -> pd.DataFrame:
+    """The learning-curve points of the rows in ``df`` (training rows' ``curve`` lists), one
+    record per point with the job's identity: what :func:`plot_curves` takes."""
+    records = []
+    for rec in df[df["kind"] == "train"].to_dict("records"):
+        curve = rec.get("curve")
+        for point in curve if isinstance(curve, list) else []:
+            if isinstance(point, dict):
+                records.append({"job_id": rec.get("job_id"), "model": rec.get("model"),
+                                "config_hash": rec.get("config_hash"), "seed": rec.get("seed"),
+                                "task": rec.get("task"), "train_seq_len": rec.get("seq_len"),
+                                **point})
+    frame = pd.DataFrame(records)
+    for col in frame.columns:
+        if col.startswith("metric_"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return frame
+
+
+def search_blocks(df: pd.DataFrame, suites: Sequence[dict[str, Any]] | None, out: Path,
+                  formats: Sequence[str] = ("png",)) -> list[Any]:
+    """The report's "Search" and "Budgets" sections (:func:`search_section`) for rows that
+    hold a search (the first suite.json in ``suites`` whose spec has a ``search`` block) or a
+    budget; [] otherwise. Only a figure-less report (``formats`` empty) skips the figures."""
+    spec = next((s.get("spec") for s in suites or []
+                 if isinstance(s.get("spec"), dict) and s["spec"].get("search")), None)
+    if spec is not None:
+        df = df[df["suite"].astype(str) == str(spec.get("name"))]
+    return search_section(df, spec, out, curves_of(df) if spec is not None else None,
+                          formats=formats)
