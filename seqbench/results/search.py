@@ -33,7 +33,7 @@ import pandas as pd
 
 from seqbench.config.search import describe_choice, values_text
 from seqbench.errors import SpecError
-from seqbench.results.stats import interval
+from seqbench.results.stats import Difference, interval
 
 SEARCH_FILE = "search.json"
 MAD_FAMILIES = {"mad_": "mad"}  # task-name prefix -> family (MAD's six synthetic tasks)
@@ -151,13 +151,14 @@ def final_samples(df: pd.DataFrame, length: int, metric: str, *,
 
 
 def compare_models(df: pd.DataFrame, a: str, b: str, length: int, metric: str, *,
-                   task: str | None = None) -> Any:
+                   task: str | None = None) -> Difference:
     """Model ``a`` against ``b`` on their final seeds: :func:`seqbench.results.stats.difference`
     (Welch's two-sided t-test and the Welch interval of ``mean_a - mean_b``)."""
     from seqbench.results.stats import difference
 
     column = _metric_column(df, metric)
-    return difference(*(seed_values(df, m, length, column, task) for m in (a, b)))
+    return difference(seed_values(df, a, length, column, task),
+                      seed_values(df, b, length, column, task))
 
 
 def ranking(df: pd.DataFrame, length: int, metric: str, *, task: str | None = None,
