@@ -55,8 +55,17 @@ def search_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows a report's main tables show: everything but a search's trials."""
-    return df[search_frame(df)["search_role"] != "trial"]
+    """The rows a report's main tables show: everything but a search's trials, with the
+    variant labels recomputed without them (a search's final runs are one configuration per
+    model, labelled as the model alone)."""
+    from seqbench.results.load import add_variants
+
+    trial = search_frame(df)["search_role"] == "trial"
+    if not trial.any():
+        return df
+    kept = add_variants(df[~trial]) if "config_hash" in df else df[~trial]
+    kept.attrs = dict(df.attrs)
+    return kept
 
 
 def _suite_of(spec: dict[str, Any]) -> Any:
@@ -322,6 +331,7 @@ def plot_best_vs(points: pd.DataFrame, x: str, *, title: str | None = None) -> A
     """Best validation score against ``x`` (log axis), one line per model, one panel per
     (task, params, length): the zoology figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     if points.empty:
         raise SpecError("rows", x, "hold no ok training rows with that column")
@@ -337,12 +347,15 @@ def plot_best_vs(points: pd.DataFrame, x: str, *, title: str | None = None) -> A
             line = line.sort_values(x)
             ax.plot(line[x].astype(float), line["best"], **_style(str(model)))
         ax.set_xscale("log")
+        ticks = sorted({float(v) for v in sub[x]})  # the values themselves, no minor labels
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(ticks, [f"{v:,.0f}" for v in ticks], fontsize=8)
         ax.set_xlabel(labels.get(x, x))
         ax.set_ylabel(f"best {sub['metric'].iloc[0]} (validation)")
         extra = "" if params == "{}" else f" {params}"
         ax.set_title(f"{task}{extra} L={seq_len}", fontsize=10)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title or f"best over the search vs {labels.get(x, x)}", fontsize=11)
+    fig.suptitle(title or f"best over the search vs\n{labels.get(x, x)}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -378,7 +391,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, *, roles: Sequence[str] = ("f
         ax.set_ylabel(f"{column[7:]} (validation)")
         ax.set_title(f"{task} L={seq_len}", fontsize=10)
     axes[0][0].legend(fontsize=8, title="model (seeds)", title_fontsize=8)
-    fig.suptitle("learning curves: mean over seeds, band = range of the seeds", fontsize=11)
+    fig.suptitle("learning curves: mean over seeds,\nband = range of the seeds", fontsize=10)
     fig.tight_layout()
     return fig
 
