@@ -201,6 +201,32 @@ class Row(BaseModel):
     platform: str | None = col('', 'platform.platform() of the worker')
     signal: int | None = col('', 'signal that killed the worker (rows of killed workers)')
     started_at: str = col('', 'UTC ISO-8601 start of the job', required=True)
+    # --- budgets and search (seqbench.worker.models.fit_budget; a search's roles are in the
+    # row's job: job.search = {role: trial|final, values})
+    state_size_bytes: int | None = col(
+        'bytes', "the model's recurrent state (or KV cache) per sequence after input_len "
+        'tokens, from the mixers\' state_size formulas at the parameter dtype')
+    flops_per_token: float | None = col(
+        'FLOP', "analytic forward FLOPs per token at input_len (the mixers' forward_flops, "
+        'MLPs and head; matmuls only, multiply-add = 2)')
+    budget_kind: str | None = col(
+        '', 'the budget the model was sized to: params (param_budget), state_bytes '
+        '(state_budget) or flops_per_token (flops_budget)')
+    budget_target: float | None = col(
+        '', "the budget, in its kind's unit (parameters, bytes per sequence, FLOPs per token)")
+    budget_achieved: float | None = col(
+        '', "the built model's value of the budgeted quantity, in the budget's unit")
+    budget_ratio: float | None = col('', 'budget_achieved / budget_target (never above 1)')
+    budget_tolerance: float | None = col(
+        '', "the fraction below the budget that counts as matched (the spec's budget_tolerance, "
+        'else 0.05)')
+    budget_matched: bool | None = col(
+        '', '(1 - budget_tolerance) x budget_target <= budget_achieved <= budget_target')
+    budget_adjusted: dict[str, Any] | None = col(
+        '', 'what the sizing set: d_model, and mlp_ratio / mlp_hidden when the MLP width was '
+        'adjusted to land within the tolerance')
+    budget_note: str | None = col(
+        '', "why the budget is not matched ('' when it is)")
 
     def update(self, **fields: Any) -> Row:
         """Set fields (each checked against its declared type); returns the row."""

@@ -38,6 +38,7 @@ from seqbench.results import columns as C
 from seqbench.results import plots, provenance
 from seqbench.results.completeness import completeness
 from seqbench.results.load import load, run_names, suite_info, to_parquet
+from seqbench.results.search import report_rows, search_blocks
 from seqbench.results.stats import (
     ALPHA,
     N_BOOT,
@@ -371,6 +372,9 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     notes = df.attrs.get("notes", [])
     if notes:
         doc.add(Heading("Notes on the stored rows"), Bullets(list(notes)))
+
+    doc.add(*search_blocks(df, suites, out, formats if figures else ()))
+    df = report_rows(df)  # a search's trials are in its section only; the tables: final runs
 
     stats = aggregate(df, n_boot=n_boot, seed=seed)
     stats.to_csv(out / "stats.csv", index=False)
