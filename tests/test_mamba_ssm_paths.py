@@ -273,8 +273,7 @@ def _module(name: str, **attrs: Any) -> types.ModuleType:
     return mod
 
 
-@pytest.fixture
-def stand_ins(monkeypatch):
+def install_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stand-in modules in sys.modules, and mamba-ssm's paths allowed on CPU."""
     mods = {
         "mamba_ssm": _module("mamba_ssm"),
@@ -300,6 +299,11 @@ def stand_ins(monkeypatch):
                         lambda module, device: backends.import_error(module))
     backends.import_error.cache_clear()
     CALLS.clear()
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    install_stand_ins(monkeypatch)
     yield monkeypatch
     backends.import_error.cache_clear()
 

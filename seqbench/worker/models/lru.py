@@ -73,6 +73,8 @@ class LRUConfig:
 class LRU(Mixer):
     Config = LRUConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "cpu-fused-linear-scan", "torch-chunked-scan", "torch-step")
 
     def __init__(self, d_model: int, config: LRUConfig) -> None:
         super().__init__(d_model, config)

@@ -171,9 +171,12 @@ def mamba_ssm_step_runs(backend: str, module: str, device: torch.device) -> bool
 def kernel_failures_unavailable(what: str) -> Iterator[None]:
     """Turn a mamba-ssm kernel that imports but cannot run this configuration (a Triton
     compile error, an unsupported GPU or shape) into :class:`BackendUnavailable`; out-of-memory
-    stays what it is."""
+    stays what it is. The call runs inside a profiler range ``seqbench::<what>`` (spaces as
+    dots, e.g. ``seqbench::mamba_ssm.mamba_inner_fn``), which tells calls apart that launch the
+    same kernels (:mod:`seqbench.worker.kernels_seen`)."""
     try:
-        yield
+        with torch.profiler.record_function("seqbench::" + what.replace(" ", ".")):
+            yield
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:
@@ -220,6 +223,11 @@ class MambaConfig:
 class Mamba(Mixer):
     Config = MambaConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "mamba_ssm-mamba_inner_fn+causal_conv1d", "mamba_ssm-selective_scan_fn+causal_conv1d",
+        "mamba_ssm-selective_scan_fn+torch-conv1d", "cpu-fused-scan", "torch-chunked-scan",
+        "mamba_ssm-selective_state_update+causal_conv1d_update",
+        "mamba_ssm-selective_state_update+torch-conv-step", "torch-step")
 
     def __init__(self, d_model: int, config: MambaConfig) -> None:
         super().__init__(d_model, config)

@@ -121,6 +121,12 @@ class Mamba2Config:
 class Mamba2(Mixer):
     Config = Mamba2Config
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "mamba_ssm-mamba_split_conv1d_scan_combined",
+        "mamba_ssm-mamba_split_conv1d_scan_combined+torch-gated-norm",
+        "mamba_ssm-mamba_chunk_scan_combined", "cpu-fused-ssd", "torch-ssd",
+        "mamba_ssm-selective_state_update+causal_conv1d_update",
+        "mamba_ssm-selective_state_update+torch-conv-step", "torch-step")
 
     def __init__(self, d_model: int, config: Mamba2Config) -> None:
         super().__init__(d_model, config)

@@ -88,6 +88,8 @@ def fused_reason(device: torch.device) -> str | None:
 class _MinRNN(Mixer):
     Config = MinRNNConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "cpu-fused-gated-scan", "torch-chunked-scan", "torch-log-scan", "torch-step")
     n_proj: ClassVar[int]  # projections of x: (h, z) for minGRU, (h, f, i) for minLSTM
 
     def __init__(self, d_model: int, config: MinRNNConfig) -> None:

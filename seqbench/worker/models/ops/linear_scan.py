@@ -323,7 +323,7 @@ class _FusedGatedScan(torch.autograd.Function):
                            h=h.data_ptr(), Bz=Bz, L=L, C=C, cplx=0, gate=1,
                            nthreads=native.num_threads())
         if L > 0:
-            native.call("linscan", "fwd", h.dtype, args)
+            native.call("linscan", "fwd", h.dtype, args, label="gated_scan")
         ctx.save_for_backward(z3, x3, h)
         ctx.shape = x.shape
         return h.view(x.shape)
@@ -339,7 +339,7 @@ class _FusedGatedScan(torch.autograd.Function):
                            h=h.data_ptr(), gh=gh.data_ptr(), gb=gx.data_ptr(), ga=gz.data_ptr(),
                            Bz=Bz, L=L, C=C, cplx=0, gate=1, nthreads=native.num_threads())
         if L > 0:
-            native.call("linscan", "bwd", h.dtype, args)
+            native.call("linscan", "bwd", h.dtype, args, label="gated_scan")
         return gz.view(ctx.shape), gx.view(ctx.shape)
 
 

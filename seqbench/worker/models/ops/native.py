@@ -247,10 +247,11 @@ def operand(t: torch.Tensor | None, dtype: torch.dtype, inner: int = 1) -> torch
 LABEL_PREFIX = "seqbench::"  # profiler ranges around the kernel calls: seqbench::<kernel>_<mode>
 
 
-def call(name: str, mode: str, dtype: torch.dtype, args: ctypes.Structure) -> None:
+def call(name: str, mode: str, dtype: torch.dtype, args: ctypes.Structure,
+         label: str | None = None) -> None:
     """Run kernel ``sb_<name>_<mode>_<f32|f64>`` on ``args`` inside a profiler range
-    ``seqbench::<name>_<mode>`` (a few microseconds when no profiler is active)."""
-    with torch.profiler.record_function(f"{LABEL_PREFIX}{name}_{mode}"):
+    ``seqbench::<label or name>_<mode>`` (a few microseconds when no profiler is active)."""
+    with torch.profiler.record_function(f"{LABEL_PREFIX}{label or name}_{mode}"):
         getattr(library(), f"sb_{name}_{mode}_{suffix(dtype)}")(ctypes.byref(args))
 
 
