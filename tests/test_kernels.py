@@ -103,7 +103,7 @@ def check_against_reference(fused, reference, inputs, dtype, gy_shape, seed=0):
         assert rel_err(g, e) < TOL[dtype], f"gradient {i}"
 
 
-# --- Mamba's selective scan ------------------------------------------------------------------
+# --- Mamba's selective scan ----------------------------------------------------------------------
 # (batch, length, channels, states, chunk): lengths 1, odd, shorter than, equal to and across
 # chunks; channels and states that fill no 32-channel block or 16-state tile
 SCAN_CASES = [(2, 1, 5, 3, 64), (2, 7, 40, 3, 4), (1, 33, 33, 20, 8), (3, 100, 64, 16, 64),
@@ -182,7 +182,7 @@ def test_fused_scan_state_underflow_and_nan():
     assert torch.isnan(y[0, 5, 3]) and torch.isfinite(y[1]).all()
 
 
-# --- Mamba-2's SSD ---------------------------------------------------------------------------
+# --- Mamba-2's SSD -------------------------------------------------------------------------------
 # (batch, length, heads, headdim, groups, states, chunk)
 SSD_CASES = [(2, 1, 4, 3, 2, 5, 32), (2, 37, 4, 8, 2, 5, 8), (1, 70, 2, 64, 1, 64, 16),
              (2, 65, 3, 20, 1, 17, 32), (1, 40, 2, 128, 1, 16, 64), (1, 9, 2, 160, 2, 3, 4)]
@@ -241,7 +241,7 @@ def test_fused_ssd_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: ssd_fused(*a, chunk=3), inputs)
 
 
-# --- the causal conv ---------------------------------------------------------------------------
+# --- the causal conv -----------------------------------------------------------------------------
 @pytest.mark.parametrize("silu", [False, True], ids=["linear", "silu"])
 @pytest.mark.parametrize("length,channels,taps", [(1, 5, 4), (3, 70, 4), (2, 64, 5), (40, 130, 1),
                                                   (33, 66, 16)],
@@ -379,7 +379,7 @@ def test_disabled_by_environment(fresh_native):
     assert native.DISABLE_ENV in native.unavailable_reason()
 
 
-# --- the mixers ---------------------------------------------------------------------------------
+# --- the mixers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,path", [("mamba", "cpu-fused-scan"), ("mamba2", "cpu-fused-ssd")])
 def test_fused_and_chunked_mixers_compute_the_same_function(name, path):
     """The whole block, fused conv and scan against the PyTorch paths, outputs and the
@@ -522,7 +522,7 @@ def test_fused_linear_scans_do_not_depend_on_the_thread_count(monkeypatch):
     assert all(torch.equal(p, q) for p, q in zip(one, run(), strict=True))
 
 
-# --- the state after the last step (prefill) ----------------------------------------------------
+# --- the state after the last step (prefill) -----------------------------------------------------
 @pytest.mark.parametrize("L", [1, 5, 64, 65, 300], ids=lambda L: f"L{L}")
 def test_fused_and_chunked_scans_return_the_last_state(L):
     u, delta, A, B, C, Dk, z = scan_inputs(2, L, 40, 5, seed=L)

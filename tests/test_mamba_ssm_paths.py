@@ -96,7 +96,7 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None,
     return (F.silu(y) if activation else y).to(x.dtype)
 
 
-# --- mamba_ssm: the selective scan ------------------------------------------------------------
+# --- mamba_ssm: the selective scan ---------------------------------------------------------------
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """(B, E, L) in, (B, E, L) out and the last state (B, E, N), by seqbench's chunked scan."""
     delta = delta.float() + (0 if delta_bias is None else delta_bias[:, None].float())
@@ -188,7 +188,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     return out if has_heads else out.squeeze(1)
 
 
-# --- mamba_ssm: the SSD ----------------------------------------------------------------------------
+# --- mamba_ssm: the SSD --------------------------------------------------------------------------
 def mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                               initial_states=None, seq_idx=None, cu_seqlens=None,
                               dt_softplus=False, dt_limit=(0.0, float("inf")),
@@ -266,7 +266,7 @@ def mamba_split_conv1d_scan_combined(zxbcdt, conv1d_weight, conv1d_bias, dt_bias
     return (out, last) if return_final_states else out
 
 
-# --- installing them ------------------------------------------------------------------------------
+# --- installing them -----------------------------------------------------------------------------
 def _module(name: str, **attrs: Any) -> types.ModuleType:
     mod = types.ModuleType(name)
     mod.__dict__.update(attrs)
@@ -356,7 +356,7 @@ def stream(mixer, x: torch.Tensor, split: int) -> tuple[torch.Tensor, dict[str, 
 X = torch.randn(2, 23, 16, generator=torch.Generator().manual_seed(3))
 
 
-# --- mamba -----------------------------------------------------------------------------------------
+# --- mamba ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
 def test_mamba_forward_runs_mamba_inner_fn_and_equals_the_torch_path(stand_ins, bias):
     theirs, ours = pair("mamba", bias=bias)
@@ -413,7 +413,7 @@ def test_mamba_state_from_the_mamba_ssm_prefill_equals_the_torch_prefill(stand_i
         assert rel(sa[k], sb[k]) < 2e-5, k
 
 
-# --- mamba2 ----------------------------------------------------------------------------------------
+# --- mamba2 --------------------------------------------------------------------------------------
 M2 = {"headdim": 8, "d_state": 8, "chunk": 8}
 
 

@@ -180,7 +180,7 @@ def test_mamba_ssm_paths_without_kernel_names_are_inferred(stand_ins):
                                               "inferred")
 
 
-# --- the declared paths ---------------------------------------------------------------------------
+# --- the declared paths --------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [n for n in MODELS.names() if MODELS[n].load().kernel_paths])
 def test_every_reported_path_is_declared(name):
     m = model(name).eval()

@@ -5,8 +5,8 @@ A mixer sets ``kernel_path`` to the path its code took (``sdpa-flash``, ``cudnn`
 PyTorch's SDPA dispatcher, cuDNN's RNN heuristics or a package's internal fallback can run
 something else. :func:`observe_kernel_path` runs one probe call under ``torch.profiler`` and
 looks for each path's *signature* among the names of what ran: ATen ops
-(``aten::_scaled_dot_product_flash_attention_for_cpu``, ``aten::_scaled_dot_product_attention_math``,
-``aten::_cudnn_rnn``), CUDA kernels where the profiler sees the device (CUPTI:
+(``aten::_scaled_dot_product_flash_attention_for_cpu``,
+``aten::_scaled_dot_product_attention_math``, ``aten::_cudnn_rnn``), CUDA kernels where the profiler sees the device (CUPTI:
 ``selective_scan_fwd_kernel``, ``causal_conv1d_fwd_kernel``, Triton's ``_chunk_scan_fwd_kernel``,
 ``_selective_scan_update_kernel``, fla's ``chunk_gla_fwd_kernel_o``), and the profiler ranges
 seqbench opens around its own native calls (``seqbench::scan_fwd`` and friends, entered right

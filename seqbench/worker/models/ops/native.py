@@ -3,10 +3,10 @@
 The kernels are plain C++17 with a C ABI and no torch headers: the machine's ``g++`` compiles
 them, and Python calls them through :mod:`ctypes` with tensors' data pointers (the autograd
 Functions live next to their PyTorch references in ``selective_scan.py``, ``ssd.py``,
-``conv.py`` and ``linear_scan.py``). Each call runs inside :func:`labelled`, a
-``torch.profiler.record_function`` range named ``seqbench::<kernel>``, so a profile of a forward
-shows which fused kernel ran (:mod:`seqbench.worker.kernels_seen`). The shared library is cached on disk, keyed by a hash of the source, the
-compiler's version, the flags and the CPU's feature flags (the build uses ``-march=native``), in
+``conv.py`` and ``linear_scan.py``). Each call goes through :func:`call`, inside a
+``torch.profiler.record_function`` range named ``seqbench::<kernel>_<fwd|bwd>``, so a profile
+of a forward shows which fused kernel ran (:mod:`seqbench.worker.kernels_seen`). The shared
+library is cached on disk, keyed by a hash of the source, the compiler's version, the flags and the CPU's feature flags (the build uses ``-march=native``), in
 ``$SEQBENCH_KERNEL_DIR`` or else ``$XDG_CACHE_HOME/seqbench/kernels``
 (``~/.cache/seqbench/kernels``). Concurrent processes take a file lock, so one builds and the
 others wait and load; the library is renamed into place whole.
