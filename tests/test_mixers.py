@@ -393,3 +393,20 @@ def test_a_tcn_learns_copy_memory_at_a_short_delay():
     accuracy = (out[:, -10:].argmax(-1) == y[:, -10:]).float().mean().item()
     assert accuracy > 0.95
     assert task.loss(out, y).item() < task.info.baselines["loss"] / 10
+
+
+def test_a_tcn_row_records_the_receptive_field_of_its_whole_stack():
+    from seqbench.config import expand, parse_suite
+    from seqbench.worker.job import run_job
+
+    suite = parse_suite({"name": "rf", "device": "cpu", "tasks": [{"name": "adding",
+                                                                 "seq_lens": [8]}],
+                         "models": [{"name": "tcn", "params": {"d_model": 8, "n_layers": 2,
+                                                               "levels": 2,
+                                                               "kernel_size": 3}}],
+                         "train": {"steps": 2, "batch_size": 2, "eval_examples": 4},
+                         "measure": {"fwd_budget_s": 0.01, "fwd_max_repeats": 1}})
+    row = run_job(expand(suite)[0])
+    assert row.status == "ok", row.error
+    rf = 1 + 2 * (3 - 1) * (2**2 - 1)  # one mixer: 13 steps
+    assert row.receptive_field == 1 + 2 * (rf - 1)  # two stacked: 25

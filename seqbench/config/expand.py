@@ -3,13 +3,15 @@
 ``train`` suites: tasks x lengths x models x seeds, seeds innermost. ``scale`` suites: ``scale``
 jobs (tasks x doubling lengths x models x seeds, lengths ascending within a model, which the
 frontier policy relies on), then ``stream`` jobs (tasks x context positions x models x seeds).
+A training job carries its task's evaluation settings (the ``eval`` list) resolved at its own
+length.
 """
 
 from __future__ import annotations
 
 from seqbench.catalog import TASKS
-from seqbench.config.job import Job, JobKind, ModelRef, ScaleMeasure, TaskRef
-from seqbench.config.resolve import task_train
+from seqbench.config.job import EvalSetting, Job, JobKind, ModelRef, ScaleMeasure, TaskRef
+from seqbench.config.resolve import eval_settings, task_train
 from seqbench.config.spec import SPEC_FORMAT_VERSION, ScaleSpec, Suite, scale_settings
 
 GIB = 2**30
@@ -60,6 +62,8 @@ def expand(suite: Suite, source: str = "spec") -> list[Job]:
         train = task_train(suite, i, source)
         version = TASKS[t.name].load().version
         for L in lengths:
+            evals = tuple(EvalSetting(seq_len=n, params=p) for n, p in eval_settings(t, L)
+                          ) if kind == "train" else ()
             for m in suite.models:
                 for seed in suite.seeds:
                     jobs.append(Job(
@@ -67,7 +71,8 @@ def expand(suite: Suite, source: str = "spec") -> list[Job]:
                         task=TaskRef(name=t.name, version=version, seq_len=L, params=t.params),
                         model=ModelRef(name=m.name, params=m.params), train=train,
                         measure=suite.measure, scale=how_to_measure, mem_cap_bytes=mem_cap,
-                        device=device, dtype=suite.dtype, seed=seed, timeout_s=suite.timeout_s))
+                        device=device, dtype=suite.dtype, seed=seed, timeout_s=suite.timeout_s,
+                        evals=evals))
     return jobs
 
 

@@ -10,7 +10,9 @@ Three kinds share the type: ``train`` (train, evaluate, time), ``scale`` (time t
 step and the forward pass at one length) and ``stream`` (streaming latency at one context
 position); the last two carry a :class:`ScaleMeasure` block and a CPU memory cap. A scale job's
 ``train`` block holds the whole :class:`~seqbench.config.spec.TrainSpec` for the worker, but
-its canonical JSON keeps only the keys the kind uses, as the first spec format did.
+its canonical JSON keeps only the keys the kind uses, as the first spec format did. A training
+job carries ``evals``, its task's evaluation settings resolved at its length (an added field:
+absent while empty, so jobs without evaluation settings hash as before).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from seqbench.config.spec import MeasureSpec, Strict, TrainSpec
+from seqbench.config.spec import MeasureSpec, Strict, TrainSpec, added
 
 JobKind = Literal["train", "scale", "stream"]
-# what a scale job's training step uses from the train block (the rest is about training runs)
-SCALE_TRAIN_KEYS = ("optimizer", "lr", "weight_decay", "betas", "momentum", "clip", "autocast")
+# what a scale job's training step uses from the train block (the rest is about training runs);
+# `compile` is an added setting: it is in the dump only when true
+SCALE_TRAIN_KEYS = ("optimizer", "lr", "weight_decay", "betas", "momentum", "clip", "autocast",
+                    "compile")
 STREAM_TRAIN_KEYS = ("autocast",)
 NOT_HASHED = ("seed", "timeout_s")  # change nothing that is measured
 
@@ -43,6 +47,15 @@ class TaskRef(Strict):
     name: str
     version: int
     seq_len: int  # the task's length parameter (copy memory: the delay T)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalSetting(Strict):
+    """One evaluation of the trained model after the main one: the task built at ``seq_len``
+    with ``params`` (overrides of the job's task params) on ``eval_examples`` examples of the
+    job's ``eval_split``."""
+
+    seq_len: int
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -88,11 +101,13 @@ class Job(Strict):
     dtype: Literal["float32", "bfloat16"]
     seed: int
     timeout_s: float
+    # training jobs: evaluation settings after training (added: absent while empty)
+    evals: tuple[EvalSetting, ...] = added(())
 
     def _post_dump(self, data: dict[str, Any]) -> dict[str, Any]:
         keep = {"scale": SCALE_TRAIN_KEYS, "stream": STREAM_TRAIN_KEYS}.get(self.kind)
         if keep is not None:
-            data["train"] = {k: data["train"][k] for k in keep}
+            data["train"] = {k: data["train"][k] for k in keep if k in data["train"]}
         for key in ("scale", "mem_cap_bytes"):
             if data.get(key) is None:
                 data.pop(key, None)

@@ -5,6 +5,11 @@ one line and exit code 2 before anything is recorded: registered names, each mod
 against its mixer's ``Config`` (strict types, ranges, unknown names), a parameter budget that
 some width can meet, each task's params against its constructor, the lengths each task can
 take, input lengths that fit each model's positional table, and per-task training overrides.
+The training protocol's settings are checked the same way: every variable training length
+(``train.lengths``) and every evaluation setting (a task's ``eval`` list) must pass the task's
+own ``check`` and fit each model's positional table, evaluation settings must not repeat and
+(for synthetic tasks, where a build is cheap) must keep the model's input and output, and
+``early_stop`` must name one of the task's metrics.
 
 This is the one place where the driver imports worker code (the mixer and task classes, hence
 torch), lazily, when a spec is checked; importing :mod:`seqbench.config` imports no torch.
@@ -17,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from seqbench.catalog import MODELS, TASKS
+from seqbench.config.job import canonical_json
 from seqbench.config.messages import spec_error
 from seqbench.config.params import check_signature
 from seqbench.config.spec import Suite, TaskSpec, TrainSpec, scale_settings, task_lengths
@@ -36,6 +42,11 @@ def task_train(suite: Suite, i: int, source: str) -> TrainSpec:
         raise spec_error(exc, source, TrainSpec, prefix=f"tasks[{i}].train") from None
 
 
+# training-run settings a scale suite does not use (`compile` it does)
+PROTOCOL_KEYS = {"lengths", "eval_split", "eval_every", "curve_examples", "early_stop",
+                 "grad_probe"}
+
+
 def check_kind(suite: Suite, source: str) -> None:
     """Fields that belong to one kind of suite only."""
     if suite.kind == "train":
@@ -50,13 +61,20 @@ def check_kind(suite: Suite, source: str) -> None:
         if t.seq_lens is not None:
             raise SpecError(f"tasks[{i}].seq_lens", t.seq_lens, "kind: scale takes its lengths "
                             "from scale.start_len and scale.max_len", source=source)
+        if t.eval:
+            raise SpecError(f"tasks[{i}].eval", "...", "only for kind: train (scale jobs train "
+                            "nothing to evaluate)", source=source)
+        for key in sorted(set(t.train) & PROTOCOL_KEYS):
+            raise SpecError(f"tasks[{i}].train.{key}", t.train[key], "not used by kind: scale",
+                            source=source)
     scale = scale_settings(suite)
     if scale.max_len < scale.start_len:
         raise SpecError("scale.max_len", scale.max_len, f"must be >= start_len={scale.start_len}",
                         source=source)
     unused = {"measure": (suite.measure, {"warmup_steps", "fwd_min_repeats", "fwd_max_repeats",
                                           "fwd_budget_s"}),
-              "train": (suite.train, {"steps", "batch_size", "eval_examples", "eval_batch_size"})}
+              "train": (suite.train, {"steps", "batch_size", "eval_examples", "eval_batch_size",
+                                      *PROTOCOL_KEYS})}
     for block, (spec, keys) in unused.items():
         for key in sorted(spec.model_fields_set & keys):
             raise SpecError(f"{block}.{key}", getattr(spec, key), "not used by kind: scale (set "
@@ -65,9 +83,47 @@ def check_kind(suite: Suite, source: str) -> None:
 
 
 def check_train(train: TrainSpec, field: str, source: str) -> None:
+    """Training settings that must agree with each other."""
     if train.warmup_steps > train.steps:
         raise SpecError(f"{field}.warmup_steps", train.warmup_steps,
                         f"must be at most steps={train.steps}", source=source)
+    if train.eval_every > train.steps:
+        raise SpecError(f"{field}.eval_every", train.eval_every,
+                        f"must be at most steps={train.steps} (0 = no learning curve)",
+                        source=source)
+    if not train.eval_every:
+        for key in ("early_stop", "curve_examples"):
+            if getattr(train, key) != TrainSpec.model_fields[key].get_default():
+                raise SpecError(f"{field}.{key}", _shown(getattr(train, key)),
+                                "needs train.eval_every > 0 (it acts at the curve's "
+                                "validation points)", source=source)
+    if train.grad_probe is not None:
+        late = [s for s in train.grad_probe.at if isinstance(s, int) and s > train.steps]
+        if late:
+            raise SpecError(f"{field}.grad_probe.at", late[0],
+                            f"a step number in 1..steps={train.steps}, or init or end",
+                            source=source)
+
+
+def _shown(value: Any) -> Any:
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def train_field(task: TaskSpec, i: int, key: str) -> str:
+    """Where a training setting of task ``i`` was written: its own override or the suite's."""
+    return f"tasks[{i}].train.{key}" if key in task.train else f"train.{key}"
+
+
+def eval_settings(task: TaskSpec, train_len: int) -> list[tuple[int, dict[str, Any]]]:
+    """The (length, param overrides) a job of ``task`` at ``train_len`` evaluates after
+    training."""
+    return task.eval_settings(train_len)
+
+
+def _eval_field(i: int, j: int, exc: SpecError) -> str:
+    """An eval entry's field named by a task's check (``seq_len`` is written ``seq_lens``)."""
+    inner = "seq_lens" if exc.field == "seq_len" else exc.field
+    return f"tasks[{i}].eval[{j}].{inner}"
 
 
 def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> Any:
@@ -87,6 +143,35 @@ def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> Any:
             cls.check(L, task.params)
         except SpecError as exc:
             raise _at(f"tasks[{i}].{exc.field}", exc, source) from None
+    if train.lengths is not None:
+        for L in train.lengths.lengths():
+            try:
+                cls.check(L, task.params)
+            except SpecError as exc:
+                raise SpecError(train_field(task, i, "lengths"), train.lengths.model_dump(),
+                                f"{task.name} cannot train at length {L}: {exc.field} "
+                                f"{exc.allowed}", source=source) from None
+    for j, entry in enumerate(task.eval):
+        params = {**task.params, **entry.params}
+        try:
+            check_signature(cls.__init__, params, f"tasks[{i}].eval[{j}].params")
+        except SpecError as exc:
+            raise _at(exc.field, exc, source) from None
+        for L in sorted({L for T in task_lengths(suite, task) for L in entry.lengths(T)}):
+            try:
+                cls.check(L, params)
+            except SpecError as exc:
+                raise _at(_eval_field(i, j, exc), exc, source) from None
+    for T in task_lengths(suite, task):
+        settings = eval_settings(task, T)
+        seen: set[str] = set()
+        for L, overrides in settings:
+            key = canonical_json([L, overrides])
+            if key in seen:
+                raise SpecError(f"tasks[{i}].eval", {"seq_len": L, "params": overrides},
+                                f"an evaluation setting repeated (jobs at length {T})",
+                                source=source)
+            seen.add(key)
     return cls
 
 
@@ -95,6 +180,56 @@ def _smallest_io(task_cls: Any, task: TaskSpec, suite: Suite) -> Any:
     if TASKS[task.name].kind != "synthetic":
         return None
     return task_cls(min(task_lengths(suite, task)), **task.params).info.io
+
+
+def _check_protocol_builds(t_i: int, task: TaskSpec, task_cls: Any, suite: Suite, io: Any,
+                           source: str) -> None:
+    """What needs a built task (synthetic tasks only, where a build is cheap): every training
+    length and evaluation setting keeps the model's input and output, and ``early_stop`` names
+    one of the task's metrics."""
+    if TASKS[task.name].kind != "synthetic" or io is None:
+        return
+    train = task_train(suite, t_i, source)
+    builds: list[tuple[str, Any, int, dict[str, Any]]] = []  # field, shown value, L, params
+    if train.lengths is not None:
+        builds += [(train_field(task, t_i, "lengths"), L, L, task.params)
+                   for L in (train.lengths.min, train.lengths.max)]
+    for j, entry in enumerate(task.eval):
+        if entry.params:  # lengths alone never change a task's vocabulary or outputs
+            L = min(min(entry.lengths(T)) for T in task_lengths(suite, task))
+            builds.append((f"tasks[{t_i}].eval[{j}].params", entry.params, L,
+                           {**task.params, **entry.params}))
+    for field, shown, L, params in builds:
+        other = task_cls(L, **params).info.io
+        if other != io:
+            raise SpecError(field, shown, f"must keep the model's input and output "
+                            f"({task.name} there: {other}; trained: {io})", source=source)
+    if train.early_stop is not None:
+        metrics = [m.name for m in task_cls(min(task_lengths(suite, task)),
+                                            **task.params).info.metrics]
+        if train.early_stop.metric not in metrics:
+            raise SpecError(train_field(task, t_i, "early_stop") + ".metric",
+                            train.early_stop.metric,
+                            f"one of {task.name}'s metrics: {', '.join(metrics)}", source=source)
+
+
+def _input_lengths(task_cls: Any, task: TaskSpec, suite: Suite, t_i: int, source: str
+                   ) -> list[tuple[str, int, int]]:
+    """(field, length, input length) of every length a model reads for this task: its
+    lengths, its variable training lengths, its evaluation settings."""
+    where = "seq_lens" if suite.kind == "train" else "scale lengths"
+    out = [(f"tasks[{t_i}].{where}", L, task_cls.input_len(L, task.params))
+           for L in task_lengths(suite, task)]
+    train = task_train(suite, t_i, source)
+    if train.lengths is not None:
+        out += [(train_field(task, t_i, "lengths"), L, task_cls.input_len(L, task.params))
+                for L in (train.lengths.min, train.lengths.max)]
+    for j, entry in enumerate(task.eval):
+        params = {**task.params, **entry.params}
+        lengths = {L for T in task_lengths(suite, task) for L in entry.lengths(T)}
+        out += [(f"tasks[{t_i}].eval[{j}].seq_lens", L, task_cls.input_len(L, params))
+                for L in sorted(lengths)]
+    return out
 
 
 def check_suite(suite: Suite, source: str) -> None:
@@ -122,14 +257,14 @@ def check_suite(suite: Suite, source: str) -> None:
         models.append((i, m.name, cls, mixer_cfg, bb_cfg, budget))
     for t_i, task in enumerate(suite.tasks):
         task_cls = _check_task(t_i, task, suite, source)
-        io = _smallest_io(task_cls, task, suite) or IOSpec("channels", 1, 1, False)
-        for L in task_lengths(suite, task):
-            input_len = task_cls.input_len(L, task.params)
+        built_io = _smallest_io(task_cls, task, suite)
+        _check_protocol_builds(t_i, task, task_cls, suite, built_io, source)
+        io = built_io or IOSpec("channels", 1, 1, False)
+        for field, L, input_len in _input_lengths(task_cls, task, suite, t_i, source):
             for i, name, cls, cfg, _, _ in models:
                 limit = cls.max_seq_len(cfg)
                 if limit is not None and input_len > limit:
-                    where = "seq_lens" if suite.kind == "train" else "scale lengths"
-                    raise SpecError(f"tasks[{t_i}].{where}", L,
+                    raise SpecError(field, L,
                                     f"{task.name} input length {input_len} exceeds models[{i}] "
                                     f"{name}'s positional table (max_len={limit})",
                                     source=source)

@@ -12,6 +12,16 @@ and streaming inference is measured at ``scale.stream_positions`` (``stream`` jo
 frontier policy (:mod:`seqbench.execution.frontier`) stops a model's sweep at its memory or time
 frontier.
 
+The training protocol (``kind: train``; docs/architecture.md, "Protocol"): a task's ``eval``
+list evaluates the trained model again at other lengths (a list, or ``{start, stop, step}``
+with both ends included) and/or task-param overrides; ``train.lengths`` draws each batch's
+length from a range; ``train.eval_every``/``curve_examples``/``early_stop`` record a learning
+curve on the validation split and may stop early; ``train.eval_split`` chooses the split of the
+final metrics (``eval``, the validation split, or ``test``); ``train.grad_probe`` measures
+gradient flow over time; ``train.compile`` runs the model under ``torch.compile``. What can only
+be checked against the registries (a task's ``check`` at every such length, positional tables,
+metric names) is checked in :mod:`seqbench.config.resolve`.
+
 Fields added after the first spec format are declared with :func:`added`: they are left out of
 every dump while they hold their default, so adding a setting never changes the config hash of
 a job that does not use it (existing results keep resuming and comparing).
@@ -24,10 +34,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 SPEC_FORMAT_VERSION = 1  # bump when the meaning of a spec field changes
@@ -67,6 +80,73 @@ class Strict(BaseModel):
 
 # a YAML list where the model holds a tuple (strict mode alone takes only a tuple instance)
 Betas = Annotated[tuple[float, float], Field(strict=False)]
+MAX_LENGTHS = 10_000  # lengths one range may name (train.lengths, an eval's seq_lens)
+
+
+class LengthRange(Strict):
+    """Every length from ``start`` to ``stop``, **both included**, in steps of ``step`` (the
+    Chomsky protocol's ``{start: 41, stop: 500}`` is 460 lengths)."""
+
+    start: PositiveInt
+    stop: PositiveInt
+    step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LengthRange:
+        if self.stop < self.start:
+            raise ValueError(f"stop must be >= start={self.start}")
+        if len(self.lengths()) > MAX_LENGTHS:
+            raise ValueError(f"names more than {MAX_LENGTHS} lengths")
+        return self
+
+    def lengths(self) -> list[int]:
+        return list(range(self.start, self.stop + 1, self.step))
+
+
+class TrainLengths(Strict):
+    """Variable training lengths: each batch's length uniform on ``min..max`` (both included)."""
+
+    min: PositiveInt
+    max: PositiveInt
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrainLengths:
+        if self.max < self.min:
+            raise ValueError(f"max must be >= min={self.min}")
+        if self.max - self.min + 1 > MAX_LENGTHS:
+            raise ValueError(f"spans more than {MAX_LENGTHS} lengths")
+        return self
+
+    def lengths(self) -> list[int]:
+        return list(range(self.min, self.max + 1))
+
+
+class EarlyStop(Strict):
+    """Stop training once the validation ``metric`` reaches ``value`` (>= when the task's metric
+    is higher-is-better, else <=), checked at every ``eval_every`` curve point."""
+
+    metric: str = Field(min_length=1)
+    value: float
+
+
+ProbeAt = PositiveInt | Literal["init", "end"]
+PROBE_AT: tuple[ProbeAt, ...] = ("init", "end")
+
+
+class GradProbeSpec(Strict):
+    """When and how the gradient-flow probe runs (:mod:`seqbench.worker.gradients`)."""
+
+    at: list[ProbeAt] = Field(default_factory=lambda: list(PROBE_AT), min_length=1)
+    examples: PositiveInt = 64  # the fixed probe batch, from its own seeded stream
+    fraction: float = Field(0.01, gt=0, lt=1)  # memory horizon: norm below fraction x norm(0)
+    positions: PositiveInt = 16  # scored positions probed at most (evenly spaced), per point
+
+    @field_validator("at")
+    @classmethod
+    def _unique_points(cls, v: list[Any]) -> list[Any]:
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat a point")
+        return v
 
 
 class TrainSpec(Strict):
@@ -83,6 +163,14 @@ class TrainSpec(Strict):
     eval_examples: PositiveInt = 1024  # held-out examples, drawn from seeds disjoint from training
     eval_batch_size: PositiveInt = 256
     autocast: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    # --- the training protocol (added settings: absent from the dump at their defaults)
+    lengths: TrainLengths | None = added(None)  # None: every batch at the job's length
+    eval_split: Literal["eval", "test"] = added("eval")  # split of the final metrics
+    eval_every: NonNegativeInt = added(0)  # learning curve on the validation split; 0 = off
+    curve_examples: PositiveInt = added(256)  # validation examples per curve point
+    early_stop: EarlyStop | None = added(None)  # needs eval_every
+    grad_probe: GradProbeSpec | None = added(None)
+    compile: bool = added(False)  # torch.compile the model (every architecture alike)
 
     @field_validator("betas")
     @classmethod
@@ -147,11 +235,61 @@ class ModelSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # checked against the mixer's Config
 
 
+def _lengths_kind(value: Any) -> str:
+    return "range" if isinstance(value, (dict, LengthRange)) else "list"
+
+
+# a list of lengths, or a range written as a mapping (errors name the form that was meant)
+SeqLens = Annotated[
+    Annotated[list[PositiveInt], Tag("list")] | Annotated[LengthRange, Tag("range")],
+    Discriminator(_lengths_kind)]
+
+
+class EvalSpec(Strict):
+    """One entry of a task's ``eval`` list: evaluate the trained model again at these lengths
+    and/or with these task-param overrides (e.g. ``num_kv_pairs``)."""
+
+    seq_lens: SeqLens | None = None  # None: the job's own length
+    params: dict[str, Any] = Field(default_factory=dict)  # overrides of the task's params
+
+    @field_validator("seq_lens")
+    @classmethod
+    def _lengths(cls, v: list[int] | LengthRange | None) -> list[int] | LengthRange | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must name at least one length")
+            if len(set(v)) != len(v):
+                raise ValueError("must not repeat a length")
+            if len(v) > MAX_LENGTHS:
+                raise ValueError(f"must name at most {MAX_LENGTHS} lengths")
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> EvalSpec:
+        if self.seq_lens is None and not self.params:
+            raise ValueError("an eval entry needs seq_lens, params or both")
+        return self
+
+    def lengths(self, train_len: int) -> list[int]:
+        if self.seq_lens is None:
+            return [train_len]
+        if isinstance(self.seq_lens, LengthRange):
+            return self.seq_lens.lengths()
+        return list(self.seq_lens)
+
+
 class TaskSpec(Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)  # checked against the task's signature
     seq_lens: list[PositiveInt] | None = Field(None, min_length=1)  # kind scale: from `scale`
     train: dict[str, Any] = Field(default_factory=dict)  # per-task override of the suite's train
+    # after training: the same model evaluated at other lengths / params (kind train only)
+    eval: list[EvalSpec] = added([])
+
+    def eval_settings(self, train_len: int) -> list[tuple[int, dict[str, Any]]]:
+        """Every (length, param overrides) this task's jobs at ``train_len`` evaluate after
+        training, in the order of the ``eval`` list."""
+        return [(L, dict(e.params)) for e in self.eval for L in e.lengths(train_len)]
 
     @field_validator("seq_lens")
     @classmethod

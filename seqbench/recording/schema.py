@@ -66,11 +66,52 @@ class Row(BaseModel):
     d_model: int | None = col('', 'backbone width after any param_budget sizing')
     kernel_path: str = col('', 'kernel that ran (cudnn, aten-cpu, sdpa-flash, ...)', required=True)
     attn_dropout: float | None = col('', 'attention dropout (CPU: > 0 forces the math kernel)')
+    receptive_field: int | None = col(
+        'tokens', "positions one output can see, for mixers with a finite window (a TCN's)")
+    compiled: bool | None = col(
+        '', 'the model ran under torch.compile (train.compile); a model that fails to compile '
+        'gives an error row, never an eager fallback')
+    compile_s: float | None = col(
+        's', 'seconds torch.compile spent compiling during the job (dynamo + inductor, forward '
+        'and backward, recompiles included); also inside train_first_step_s and fwd_first_call_s')
+    data_source: dict[str, Any] | None = col(
+        '', "where the task's data came from: a local dataset and the files read, or a "
+        "generator's name, version, seed and the sha256 of its cached data (absent: synthetic)")
     # --- training and metrics
     train_steps: int | None = col('', 'optimizer steps taken')
     train_final_loss: float | None = col('', 'mean training loss over the last 10% of steps')
     diverged_step: int | None = col('', 'step whose loss was not finite (diverged rows)')
     primary_metric: str | None = col('', "name of the task's headline metric")
+    # --- the training protocol (docs/architecture.md, "Protocol")
+    eval_split: str | None = col(
+        '', 'split of the metric_* fields: eval (validation, the default) or test')
+    train_lengths: dict[str, Any] | None = col(
+        '', 'variable training lengths {min, max}: each batch drawn uniformly from that '
+        'range of the task length (absent: every batch at seq_len)')
+    stop_reason: str | None = col(
+        '', 'why training ended: steps (ran train.steps), early_stop (the validation metric '
+        'reached train.early_stop.value), diverged (non-finite loss)')
+    stopped_at_step: int | None = col(
+        '', 'optimizer steps taken when training ended before train.steps (early stop, '
+        'divergence)')
+    slices: dict[str, Any] | None = col(
+        '', 'the main evaluation per slice of the task (e.g. query_distance:8-15): '
+        '{slice: {metric: value}}, averaged over the slice\'s scored items')
+    curve: list[Any] | None = col(
+        '', 'learning curve every train.eval_every steps on train.curve_examples validation '
+        'examples: [{step, train_time_s (timed training seconds so far), wall_s (seconds since '
+        'training began, evaluations included), train_loss (mean since the previous point), '
+        'metric_<name>...}]')
+    evals: list[Any] | None = col(
+        '', "the trained model at each of the job's evaluation settings: [{seq_len, input_len, "
+        'params (task-param overrides), status (ok|oom|error|unavailable|diverged), error, '
+        'eval_s (seconds), metric_<name>..., baseline_<name>..., slices}]')
+    grad_profile: list[Any] | None = col(
+        '', 'gradient flow over time (seqbench.worker.gradients): [{step, distances, norms '
+        '(mean norm of the gradient of a scored item\'s loss w.r.t. the input representation '
+        'that many positions earlier), decay_per_step (slope of ln norm vs distance), horizon '
+        '(first distance below fraction x norm(0), null if none), fraction, examples, positions, '
+        'probe_s}]')
     # --- measurements
     train_step_s_median: float | None = col('s', 'median time of a timed training step')
     train_step_s_p20: float | None = col('s', '20th percentile of training step time')
@@ -79,9 +120,15 @@ class Row(BaseModel):
         's', 'every timed training step, for significance tests')
     train_first_step_s: float | None = col(
         's', 'first training step (compilation, warm-up), kept apart')
-    train_tokens_per_s: float | None = col('tokens/s', 'batch x input_len / median step time')
-    train_tokens_per_s_p20: float | None = col('tokens/s', 'from the 80th percentile step time')
-    train_tokens_per_s_p80: float | None = col('tokens/s', 'from the 20th percentile step time')
+    train_tokens_per_s: float | None = col(
+        'tokens/s', 'batch x input_len / median step time (variable training lengths: timed '
+        'tokens / timed seconds)')
+    train_tokens_per_s_p20: float | None = col(
+        'tokens/s', 'from the 80th percentile step time (variable lengths: 20th percentile of '
+        'per-step tokens/s)')
+    train_tokens_per_s_p80: float | None = col(
+        'tokens/s', 'from the 20th percentile step time (variable lengths: 80th percentile of '
+        'per-step tokens/s)')
     fwd_step_s_median: float | None = col('s', 'median forward-only (no grad) pass time')
     fwd_step_s_p20: float | None = col('s', '20th percentile of forward pass time')
     fwd_step_s_p80: float | None = col('s', '80th percentile of forward pass time')

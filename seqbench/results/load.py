@@ -5,7 +5,13 @@ streaming rows), the columns of :mod:`seqbench.recording.schema` with their unit
 file, a ``.parquet`` file, or a list of those. It never merges what must stay apart:
 
 * a truncated last JSONL line (a crash mid-append) is skipped and reported, not fatal;
-* a job stored more than once (a re-run) keeps its last row, and says so;
+* a job stored more than once in one run (a re-run) keeps its last row, and says so; the same
+  job in two runs (two directories or files) keeps both rows, told apart by ``run``
+  (:mod:`seqbench.results.identity` defines "the same job");
+* a row with a poisoned value (a seed of 10^30, a number where a name belongs, a string where a
+  number belongs, a non-finite number) is never fatal: a value that cannot be read is left
+  empty, a row whose identity (job, configuration, task, model, length, seed, status) cannot be
+  read is skipped, and either is said in a note;
 * rows of different ``schema_version`` are refused with a clear error;
 * rows with different ``config_hash`` are different experiments. Where two of them share a
   display key (task, model, seq_len) they get distinct ``variant`` labels (the job parameters
@@ -20,27 +26,33 @@ Columns added to the stored fields:
              model), e.g. ``d_model=128``
 ``label``    the model's display name from the registry, plus `` (variant)`` when there is one
 ``source``   the file the row was read from
+``run``      the run the row belongs to: the results directory's name (a file's name without
+             ``.jsonl``; ``results.jsonl`` names its directory), made unique over the paths
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from seqbench.errors import SpecError
 from seqbench.recording.reader import SUITE_FILE, read_rows, read_suite_file
-from seqbench.recording.schema import FIELDS, SCHEMA_VERSION
+from seqbench.recording.schema import FIELDS, PREFIXED, SCHEMA_VERSION
+from seqbench.results.identity import job_key
 
 ADDED_COLUMNS = {
     "variant": "'' or the job parameters that tell this configuration apart, e.g. d_model=128",
     "label": "model display name from the registry (+ ' (variant)')",
     "source": "file the row was read from",
+    "run": "the results directory (or file) the row was read from, unique per loaded path",
 }
 # keys that vary along a sweep inside one configuration, or stay out of its config hash
 # (timeout_s): they never name a variant
@@ -48,6 +60,9 @@ SWEEP_KEYS = frozenset({"seed", "seq_len", "input_len", "context_len", "timeout_
 _JSON_COLUMN_PREFIX = "seqbench_json:"  # parquet metadata marker for dict columns
 _REQUIRED_TO_LOAD = ("schema_version", "job_id", "config_hash", "kind", "task", "model",
                      "seq_len", "status")
+# a row whose value of one of these cannot be read cannot be placed in any table: skipped
+_IDENTITY = frozenset({*_REQUIRED_TO_LOAD, "seed", "context_len"})
+INT64 = 2**63
 
 
 class ResultsWarning(UserWarning):
@@ -97,10 +112,27 @@ def _read_path(path: Path, notes: Notes) -> list[dict[str, Any]]:
     rows, problems = read_rows(path)
     for problem in problems:
         notes.add(f"skipped: {problem}")
-    for row in rows:
-        if not isinstance(row, dict):
-            raise SpecError("results", str(path), "holds a row that is not a JSON object")
-    return [{**r, "source": str(path)} for r in rows]
+    bad = sum(not isinstance(r, dict) for r in rows)
+    if bad:
+        notes.add(f"skipped {bad} row(s) of {path} that are not JSON objects")
+    return [{**r, "source": str(path)} for r in rows if isinstance(r, dict)]
+
+
+def run_name(path: Path) -> str:
+    """The run a path holds: a directory's name; a file's name without its suffix, except
+    ``results.jsonl``, which names its directory."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name
+    if path.name == "results.jsonl":
+        return path.resolve().parent.name
+    return path.stem
+
+
+def run_names(paths: Sequence[Path]) -> list[str]:
+    """:func:`run_name` of each path, with the paths as given where two names collide."""
+    names = [run_name(p) for p in paths]
+    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
 
 
 def _canonical(row: dict[str, Any]) -> str:
@@ -109,28 +141,108 @@ def _canonical(row: dict[str, Any]) -> str:
 
 
 def _dedupe(rows: list[dict[str, Any]], notes: Notes) -> list[dict[str, Any]]:
-    """Keep the last row of each (job_id, context_len); report jobs stored with different rows."""
+    """Within each run keep the last row of each job (:func:`~seqbench.results.identity.job_key`);
+    report jobs stored with different rows. Runs are never merged."""
     latest: dict[tuple, dict[str, Any]] = {}
     versions: dict[tuple, set[str]] = {}
     for row in rows:
-        key = (row.get("job_id"), row.get("context_len"))
+        key = (row.get("run"), *job_key(row))
         latest.pop(key, None)  # re-insert, so the kept row takes the newest position
         latest[key] = row
         versions.setdefault(key, set()).add(_canonical(row))
-    rerun = sorted({str(k[0]) for k, v in versions.items() if len(v) > 1})
+    rerun = sorted({str(latest[k].get("job_id")) for k, v in versions.items() if len(v) > 1})
     if rerun:
         shown = ", ".join(rerun[:5]) + (", ..." if len(rerun) > 5 else "")
-        notes.add(f"{len(rerun)} job(s) stored more than once (re-runs); kept the last row "
-                     f"of each: {shown}")
+        notes.add(f"{len(rerun)} job(s) stored more than once in one run (re-runs); kept the "
+                  f"last row of each: {shown}")
     return list(latest.values())
 
 
-def _check_rows(rows: list[dict[str, Any]]) -> None:
+_TYPES = {f.name: f.type for f in FIELDS}
+
+
+def _bad_value(name: str, value: Any) -> tuple[Any, str]:
+    """``(clean value, '')`` or ``(None, why it cannot be read)`` for one stored value."""
+    kind = _TYPES.get(name)
+    if name.startswith(PREFIXED[:2]):
+        kind = "float"
+    elif name.startswith(PREFIXED[2]):
+        kind = "bool"
+    if value is None or kind is None:
+        return value, ""
+    if isinstance(value, np.generic):  # numpy scalars (rows read back from Parquet)
+        value = value.item()
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"not an integer ({type(value).__name__})"
+        if isinstance(value, float):
+            if value != value:  # NaN: missing
+                return None, ""
+            if not value.is_integer():
+                return None, "not an integer"
+        if not -INT64 <= value < INT64:
+            return None, "outside the 64-bit integer range"
+        return int(value), ""
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"not a number ({type(value).__name__})"
+        if isinstance(value, int) and not -2**1023 < value < 2**1023:
+            return None, "too large for a float"
+        number = float(value)
+        if number != number:
+            return None, ""
+        if number in (math.inf, -math.inf):
+            return None, "not finite"
+        return number, ""
+    if kind == "str":
+        return (value, "") if isinstance(value, str) else (None, f"not a string "
+                                                                 f"({type(value).__name__})")
+    if kind == "bool":
+        return (value, "") if isinstance(value, bool) else (None, "not true/false")
+    if kind == "dict":
+        return (value, "") if isinstance(value, dict) else (None, "not an object")
+    if kind == "list":
+        return (value, "") if isinstance(value, list) else (None, "not a list")
+    return value, ""
+
+
+def _clean(rows: list[dict[str, Any]], notes: Notes) -> list[dict[str, Any]]:
+    """Rows whose every value has its declared type. A value that cannot be read is left empty;
+    a row lacking a field it needs to be placed, or whose identity cannot be read, is skipped;
+    each case becomes one note (with a count and up to three examples)."""
+    kept: list[dict[str, Any]] = []
+    problems: dict[str, list[str]] = {}
+
+    def say(what: str, row: dict[str, Any]) -> None:
+        problems.setdefault(what, []).append(str(row.get("job_id", "?"))[:40])
+
     for row in rows:
         missing = [f for f in _REQUIRED_TO_LOAD if f not in row]
         if missing:
-            raise SpecError("results", row.get("source"),
-                            f"row {row.get('job_id', '?')} lacks field(s) {', '.join(missing)}")
+            say(f"skipped: lacks field(s) {', '.join(missing)}", row)
+            continue
+        clean, skip = dict(row), ""
+        for name, value in row.items():
+            fixed, why = _bad_value(name, value)
+            if not why:
+                clean[name] = fixed
+                continue
+            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
+            if name in _IDENTITY:
+                skip = f"skipped: {name}={shown} is {why}"
+                break
+            clean[name] = None
+            say(f"{name} {why}: left empty", row)
+        if skip:
+            say(skip, row)
+            continue
+        kept.append(clean)
+    for what, ids in problems.items():
+        notes.add(f"{len(ids)} row(s): {what} (e.g. {', '.join(ids[:3])})")
+    return kept
+
+
+def _check_rows(rows: list[dict[str, Any]]) -> None:
     found = sorted({row["schema_version"] for row in rows}, key=str)
     if len(found) > 1:
         raise SpecError("schema_version", found, "rows of different schema versions are not "
@@ -181,6 +293,7 @@ def model_display(model: str) -> str:
 
 def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
     """Add ``variant`` and ``label`` columns, warning where configurations share a display key.
+    A configuration found in several runs gets the run in its label: ``LSTM [run-b]``.
 
     Configurations are compared within (kind, task, model) after dropping the sweep keys, so a
     model swept over lengths is one variant, and the same model with another width is another.
@@ -215,6 +328,9 @@ def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
                      f"kept apart as variants {variants}")
     df["label"] = [model_display(m) + (f" ({v})" if v else "")
                    for m, v in zip(df["model"], df["variant"], strict=True)]
+    if "run" in df.columns and df["run"].nunique() > 1:  # one configuration in several runs
+        several = df.groupby(["kind", "task", "model", "variant"])["run"].transform("nunique") > 1
+        df.loc[several, "label"] = df.loc[several, "label"] + " [" + df.loc[several, "run"] + "]"
     return df
 
 
@@ -233,13 +349,15 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         elif col.startswith("higher_is_better_"):
             df[col] = df[col].astype("boolean")
+    df["run"] = df["run"].fillna("").astype(str) if "run" in df.columns else ""
     return df
 
 
 def load(path_or_paths: str | Path | Sequence[str | Path], *, warn: bool = True) -> pd.DataFrame:
     """Stored rows as a tidy DataFrame (see the module docstring for what is reported).
 
-    Rows keep their storage order; of a job stored twice the later one is kept. The schema's
+    Rows keep their storage order; of a job stored twice in one run the later one is kept; the
+    same job in several paths keeps a row per path (``run`` tells them apart). The schema's
     columns are always present (missing values are NaN / NA / ''), plus ``metric_<name>``,
     ``baseline_<name>``, ``higher_is_better_<name>`` per task metric and :data:`ADDED_COLUMNS`.
     ``df.attrs["notes"]`` lists what was reported while loading (as :class:`ResultsWarning`
@@ -249,11 +367,18 @@ def load(path_or_paths: str | Path | Sequence[str | Path], *, warn: bool = True)
         [path_or_paths] if isinstance(path_or_paths, (str, Path)) else path_or_paths)
     notes = Notes(warn)
     rows: list[dict[str, Any]] = []
-    for p in paths:
-        rows += _read_path(Path(p), notes)
+    path_list = [Path(p) for p in paths]
+    for p, run in zip(path_list, run_names(path_list), strict=True):
+        found = _read_path(p, notes)
+        rows += [{**r, "run": r["run"] if p.suffix == ".parquet" and isinstance(
+            r.get("run"), str) and r["run"] else run} for r in found]
+    where = [str(p) for p in path_list] if not isinstance(path_or_paths, (str, Path)) else str(
+        path_or_paths)
     if not rows:
-        raise SpecError("results", [str(p) for p in paths] if not isinstance(
-            path_or_paths, (str, Path)) else str(path_or_paths), "holds no rows")
+        raise SpecError("results", where, "holds no rows")
+    rows = _clean(rows, notes)
+    if not rows:
+        raise SpecError("results", where, "holds no readable rows: " + "; ".join(notes))
     _check_rows(rows)
     rows = _dedupe(rows, notes)
     df = _typed(pd.DataFrame(rows))
@@ -320,3 +445,147 @@ def suite_info(path: str | Path) -> dict[str, Any] | None:
     if not (root / SUITE_FILE).exists():
         return None
     return read_suite_file(root)[0]
+
+
+# --- tidy records of the training protocol ----------------------------------------------------
+# One record per (job, evaluation setting), per (job, curve point), per (job, setting, slice)
+# and per (job, probe point, distance), each with the job's identity, read through :func:`load`
+# (so the same reader, reconciliation, de-duplication and variant labels apply).
+
+IDENTITY_COLUMNS = ("job_id", "config_hash", "suite", "kind", "task", "model", "label",
+                    "variant", "seed", "device", "dtype", "param_count", "d_model",
+                    "primary_metric", "eval_split", "train_steps", "stop_reason", "source")
+
+
+def _train_records(path_or_paths: str | Path | Sequence[str | Path], warn: bool
+                   ) -> list[dict[str, Any]]:
+    df = load(path_or_paths, warn=warn)
+    return df[df["kind"] == "train"].to_dict("records")
+
+
+def _identity(rec: dict[str, Any]) -> dict[str, Any]:
+    """The job's identity columns, its status and its training lengths side by side."""
+    lengths = rec.get("train_lengths")
+    lengths = lengths if isinstance(lengths, dict) else {}
+    return {**{k: rec.get(k) for k in IDENTITY_COLUMNS}, "job_status": rec.get("status"),
+            "train_seq_len": rec.get("seq_len"), "train_input_len": rec.get("input_len"),
+            "train_len_min": lengths.get("min", rec.get("seq_len")),
+            "train_len_max": lengths.get("max", rec.get("seq_len"))}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _frame(records: list[dict[str, Any]], first: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(records)
+    for col in frame.columns:
+        if col.startswith(("metric_", "baseline_")):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    front = [c for c in first if c in frame.columns]
+    return frame[front + [c for c in frame.columns if c not in front]]
+
+
+def _task_params(rec: dict[str, Any]) -> dict[str, Any]:
+    job = rec.get("job")
+    task = job.get("task") if isinstance(job, dict) else None
+    params = task.get("params") if isinstance(task, dict) else None
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def _settings(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The main evaluation and each evaluation setting of one row, as flat records."""
+    prefixed = {k: v for k, v in rec.items()
+                if k.startswith(("metric_", "baseline_")) and not _is_missing(v)}
+    main = {"setting": "main", "eval_seq_len": rec.get("seq_len"),
+            "eval_input_len": rec.get("input_len"), "eval_params": {},
+            "status": rec.get("status"), "error": rec.get("error"), "eval_s": None,
+            "slices": rec.get("slices") if isinstance(rec.get("slices"), dict) else {},
+            **prefixed}
+    out = [main]
+    for entry in _listed(rec.get("evals")):
+        if not isinstance(entry, dict):
+            continue
+        out.append({"setting": "eval", "eval_seq_len": entry.get("seq_len"),
+                    "eval_input_len": entry.get("input_len"),
+                    "eval_params": entry.get("params") or {},
+                    **{k: v for k, v in entry.items()
+                       if k not in ("seq_len", "input_len", "params")}})
+    return out
+
+
+EVAL_COLUMNS = ("setting", "train_seq_len", "eval_seq_len", "train_input_len", "eval_input_len",
+                "train_len_min", "train_len_max", "eval_params", "status", "error")
+
+
+def load_evals(path_or_paths: str | Path | Sequence[str | Path], *,
+               warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, evaluation setting): the main evaluation (``setting`` =
+    ``main``, at the job's own length) and every entry of the row's ``evals`` (``eval``), with
+    the training length and the evaluation length side by side (``train_seq_len``,
+    ``eval_seq_len``, their input lengths, ``train_len_min``/``train_len_max`` for variable
+    training lengths), ``eval_params`` (the overrides), one ``param_<name>`` column per task
+    param with its value in effect (the job's params with the overrides applied), the
+    setting's ``status``/``error`` (``job_status`` is the row's), ``metric_*``, ``baseline_*``
+    and ``slices``, plus the job's identity columns (:data:`IDENTITY_COLUMNS`)."""
+    records = []
+    for rec in _train_records(path_or_paths, warn):
+        base, params = _identity(rec), _task_params(rec)
+        for setting in _settings(rec):
+            effective = {**params, **(setting.get("eval_params") or {})}
+            records.append({**base, **setting,
+                            **{f"param_{k}": v for k, v in effective.items()}})
+    return _frame(records, (*IDENTITY_COLUMNS, *EVAL_COLUMNS))
+
+
+def load_slices(path_or_paths: str | Path | Sequence[str | Path], *,
+                warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, evaluation setting, slice): ``slice`` (e.g.
+    ``query_distance:8-15``), its ``dimension``, ``lo`` and ``hi`` (both included) and one
+    ``metric_<name>`` column per metric, with the setting's columns of :func:`load_evals`."""
+    records = []
+    for rec in _train_records(path_or_paths, warn):
+        base = _identity(rec)
+        for setting in _settings(rec):
+            keep = {k: setting.get(k) for k in ("setting", "eval_seq_len", "eval_input_len",
+                                                "eval_params", "status")}
+            slices = setting.get("slices")
+            for name, metrics in (slices.items() if isinstance(slices, dict) else []):
+                dimension, _, span = str(name).partition(":")
+                lo, _, hi = span.partition("-")
+                records.append({**base, **keep, "slice": name, "dimension": dimension,
+                                "lo": pd.to_numeric(lo, errors="coerce"),
+                                "hi": pd.to_numeric(hi, errors="coerce"),
+                                **{f"metric_{m}": v for m, v in (metrics or {}).items()}})
+    return _frame(records, (*IDENTITY_COLUMNS, "setting", "train_seq_len", "eval_seq_len",
+                            "slice", "dimension", "lo", "hi"))
+
+
+def load_curves(path_or_paths: str | Path | Sequence[str | Path], *,
+                warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, learning-curve point): ``step``, ``train_time_s``,
+    ``wall_s``, ``train_loss`` and the validation ``metric_*``, with the job's identity."""
+    records = [{**_identity(rec), **point} for rec in _train_records(path_or_paths, warn)
+               for point in _listed(rec.get("curve")) if isinstance(point, dict)]
+    return _frame(records, (*IDENTITY_COLUMNS, "train_seq_len", "step", "train_time_s",
+                            "wall_s", "train_loss"))
+
+
+def load_grad_profiles(path_or_paths: str | Path | Sequence[str | Path], *,
+                       warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, probe point, stored distance): ``step``, ``distance``,
+    ``norm``, and the point's ``decay_per_step`` and ``horizon``, with the job's identity."""
+    records = []
+    for rec in _train_records(path_or_paths, warn):
+        base = _identity(rec)
+        for point in _listed(rec.get("grad_profile")):
+            if not isinstance(point, dict):
+                continue
+            summary = {k: point.get(k) for k in ("step", "decay_per_step", "horizon",
+                                                 "fraction", "examples")}
+            for d, norm in zip(_listed(point.get("distances")), _listed(point.get("norms")),
+                               strict=False):
+                records.append({**base, **summary, "distance": d,
+                                "norm": float("nan") if norm is None else norm})
+    return _frame(records, (*IDENTITY_COLUMNS, "train_seq_len", "step", "distance", "norm",
+                            "decay_per_step", "horizon"))

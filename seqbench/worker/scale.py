@@ -85,7 +85,7 @@ def _prepare(job: Job, row: Row, device: torch.device) -> tuple[Any, Any, int, A
     task, model = build(job, device)
     batch = job.scale.batch(task.info.input_len)
     amp = autocast_dtype(job.train, device)
-    describe(row, model, task.info, device, amp)
+    describe(row, model, task, device, amp)
     row.update(batch_size=batch, batch_policy=job.scale.batch_policy)
     return task, model, batch, amp
 

@@ -2,8 +2,12 @@
 baselines every result is judged against.
 
 A task is built from its length parameter ``seq_len`` and its own params. It yields batches
-``(x, y)`` directly on the target device from seeded generators: training and evaluation draw
-from disjoint seed streams, and the same seed gives the same bytes.
+``(x, y)`` directly on the target device from seeded generators, and the same seed gives the
+same bytes. Three disjoint splits: ``train`` (what the model fits), ``eval`` (the validation
+split: the default of the final metrics, always the one of learning curves and early stopping)
+and ``test`` (``train.eval_split: test``). Synthetic tasks draw each from its own seed stream
+(``generator(seed, split)``); dataset tasks hold them as data
+(:mod:`seqbench.worker.data.dataset`: the official test split as ``test``).
 Shapes: ``x`` is ``(B, L)`` int64 tokens or ``(B, L, C)`` float channels; ``y`` is ``(B, L)``
 int64 labels (``-100`` = not scored) for per-position classification, ``(B,)`` labels for pooled
 classification, ``(B, L, K)`` or ``(B, K)`` floats for regression.
@@ -137,6 +141,24 @@ class Task:
         gen = generator(seed, split, device)
         for start in range(0, n_examples, batch_size):
             yield self.sample(gen, min(batch_size, n_examples - start), device)
+
+    def timing_batch(self, seed: int, batch_size: int, device: torch.device):
+        """One batch of the training distribution for timing forward passes: the first batch
+        of ``train_batches(seed)``, except that a fixed training set built by this base class
+        (``n_train``) is not drawn in full for one batch: its first examples are sampled
+        directly from the same stream instead."""
+        if self.n_train is not None and type(self).train_batches is Task.train_batches:
+            return self.sample_train(generator(seed, "train", device), batch_size, device)
+        return next(iter(self.train_batches(seed, batch_size, device)))
+
+    def held_out_batch(self, seed: int, stream: str, n_examples: int, device: torch.device):
+        """``n_examples`` examples outside training for a probe (the gradient-flow probe):
+        synthetic tasks draw them from their own named ``stream`` (disjoint from train, eval
+        and test); tasks without a generator (datasets) give the first examples of the
+        validation split."""
+        if type(self).sample is Task.sample:
+            return next(iter(self.eval_batches(seed, n_examples, n_examples, device)))
+        return self.sample(generator(seed, stream, device), n_examples, device)
 
     # --- scoring ------------------------------------------------------------------------
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

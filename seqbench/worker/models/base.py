@@ -262,8 +262,13 @@ class Backbone(nn.Module):
         return flops + 2.0 * head_positions * d * self.io.output_dim
 
     def row_fields(self) -> dict[str, Any]:
-        """The mixers' own row fields (every block's mixer has the same config)."""
-        return self.mixers[0].row_fields()
+        """The mixers' own row fields (every block's mixer has the same config); stacked
+        receptive fields add up: ``sum(rf - 1) + 1`` over the blocks."""
+        fields = self.mixers[0].row_fields()
+        if "receptive_field" in fields:
+            fields["receptive_field"] = 1 + sum(m.row_fields()["receptive_field"] - 1
+                                                for m in self.mixers)
+        return fields
 
     def no_weight_decay(self) -> set[str]:
         names = set()

@@ -173,6 +173,9 @@ class TCN(Mixer):
         k, n = self.config.kernel_size, self.config.levels
         return 1 + 2 * (k - 1) * (2 ** n - 1)
 
+    def row_fields(self) -> dict[str, Any]:
+        return {"receptive_field": self.receptive_field()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         self.kernel_path = "torch-conv1d"
         return self.network(x.transpose(1, 2)).transpose(1, 2)
