@@ -12,9 +12,10 @@ through them must equal the same weights through seqbench's torch path, outputs 
 forward, prefill and steps: a wrong argument (a swapped split, a bias applied twice, a
 transposed layout, a per-group norm where ours is global) shows up as a difference.
 
-The stand-ins were checked once against the authors' pure-PyTorch references (``selective_scan_ref``,
-``mamba_inner_ref``, ``selective_state_update_ref``, ``causal_conv1d_ref``,
-``causal_conv1d_update_ref``, ``mamba_split_conv1d_scan_ref`` with ``rms_norm_ref``): equal to
+The stand-ins were checked once against the authors' pure-PyTorch references
+(``selective_scan_ref``, ``mamba_inner_ref``, ``selective_state_update_ref``,
+``causal_conv1d_ref``, ``causal_conv1d_update_ref``, ``mamba_split_conv1d_scan_ref`` with
+``rms_norm_ref``): equal to
 2e-7, with one deliberate exception: with ``ngroups > 1`` the stand-in's gated RMSNorm is per
 group of ``dim // ngroups`` channels, as the Triton kernel's (``group_size=dim // ngroups`` in
 ``MambaSplitConv1dScanCombinedFn``), where ``mamba_split_conv1d_scan_ref`` normalises over all

@@ -6,7 +6,8 @@ Functions live next to their PyTorch references in ``selective_scan.py``, ``ssd.
 ``conv.py`` and ``linear_scan.py``). Each call goes through :func:`call`, inside a
 ``torch.profiler.record_function`` range named ``seqbench::<kernel>_<fwd|bwd>``, so a profile
 of a forward shows which fused kernel ran (:mod:`seqbench.worker.kernels_seen`). The shared
-library is cached on disk, keyed by a hash of the source, the compiler's version, the flags and the CPU's feature flags (the build uses ``-march=native``), in
+library is cached on disk, keyed by a hash of the source, the compiler's version, the flags and
+the CPU's feature flags (the build uses ``-march=native``), in
 ``$SEQBENCH_KERNEL_DIR`` or else ``$XDG_CACHE_HOME/seqbench/kernels``
 (``~/.cache/seqbench/kernels``). Concurrent processes take a file lock, so one builds and the
 others wait and load; the library is renamed into place whole.
@@ -54,6 +55,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import overload
 
 import torch
 
@@ -231,6 +233,10 @@ def suffix(dtype: torch.dtype) -> str:
     return "f64" if dtype == torch.float64 else "f32"
 
 
+@overload
+def operand(t: torch.Tensor, dtype: torch.dtype, inner: int = 1) -> torch.Tensor: ...
+@overload
+def operand(t: None, dtype: torch.dtype, inner: int = 1) -> None: ...
 def operand(t: torch.Tensor | None, dtype: torch.dtype, inner: int = 1) -> torch.Tensor | None:
     """``t`` in ``dtype`` with its last ``inner`` dims dense (a view when they already are), so
     the kernel can address it as rows ``ptr[b * sb + t * sl + i]``."""
