@@ -37,7 +37,7 @@ from seqbench.worker.models.ops import selective_scan, ssd_chunked
 pytestmark = pytest.mark.mamba_ssm
 
 if importlib.util.find_spec("mamba_ssm") is None:
-    pytest.skip("mamba-ssm is not installed (see README: GPU install / CPU install)",
+    pytest.skip("mamba-ssm is not installed (see README: On a GPU / CPU install)",
                 allow_module_level=True)
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3}  # max |a - b| / max |b|, as in test_ssm
