@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import complete_row, tiny_jobs
+from conftest import TINY, complete_row, tiny_jobs
 
 from seqbench.config import expand, parse_suite
 from seqbench.recording.validate import check_row
@@ -112,3 +112,29 @@ def test_a_probe_out_of_memory_keeps_the_claim_as_inferred():
     assert row_fields(m, oom, torch.device("cpu"), train=True) == {
         "kernel_path": "aten-cpu", "kernel_path_source": "inferred"}
     assert not m.training  # mode restored
+
+
+def test_a_compiled_model_is_probed_without_compiling_again(monkeypatch):
+    from seqbench.worker import build as build_module
+    from seqbench.worker import kernels_seen
+
+    monkeypatch.setattr(build_module, "COMPILE_BACKEND", "eager")  # dynamo without a C compiler
+    real, seen = kernels_seen.forward_row_fields, []
+
+    def counted(model, x, device, amp=None):
+        before = build_module.compile_seconds()
+        out = real(model, x, device, amp)
+        seen.append((x.shape[0], before, build_module.compile_seconds()))
+        return out
+
+    monkeypatch.setattr(kernels_seen, "forward_row_fields", counted)
+    torch._dynamo.reset()
+    try:
+        (job,) = tiny_jobs(seeds=[0], train={**TINY["train"], "compile": True})
+        row = run_job(job).to_dict()
+    finally:
+        torch._dynamo.reset()
+    assert row["status"] == "ok" and row["compiled"] is True, row["error"]
+    assert (row["kernel_path"], row["kernel_path_source"]) == ("aten-cpu", "observed")
+    ((batch, before, after),) = seen
+    assert batch == job.train.batch_size and before == after  # the whole batch: no recompile
