@@ -30,6 +30,13 @@ The probe changes nothing it should not: it runs in the model's current mode (gr
 (dropout draws do not move the job's random streams), and under the autocast dtype given, as
 the kernels chosen depend on the dtype (flash attention on CUDA needs fp16/bf16). On the
 mamba-ssm step path a probed step updates the state in place, as every step there does.
+
+Every row gets its path this way (``kernel_path`` and ``kernel_path_source``): train and scale
+jobs probe one training forward of one example after all their measurements
+(:func:`forward_row_fields`; a compiled model the whole batch, the shapes it was compiled for),
+stream jobs one more step (:func:`row_fields`). The probe is in no timing figure and, on CUDA,
+in no memory figure; on CPU, where peak memory is the worker's peak RSS, it is a forward pass
+without a backward on at most the training batch, below a training step's peak.
 """
 
 from __future__ import annotations
