@@ -35,8 +35,9 @@ Every row gets its path this way (``kernel_path`` and ``kernel_path_source``): t
 jobs probe one training forward of one example after all their measurements
 (:func:`forward_row_fields`; a compiled model the whole batch, the shapes it was compiled for),
 stream jobs one more step (:func:`row_fields`). The probe is in no timing figure and, on CUDA,
-in no memory figure; on CPU, where peak memory is the worker's peak RSS, it is a forward pass
-without a backward on at most the training batch, below a training step's peak.
+in no memory figure; on CPU, where peak memory is the worker's peak RSS, it adds one forward
+pass without a backward to the worker's life (of one example, unless compiled), and the profiler
+without Kineto allocates nothing measurable.
 """
 
 from __future__ import annotations
