@@ -65,6 +65,11 @@ class Row(BaseModel):
     param_count: int | None = col('', 'trainable parameters')
     d_model: int | None = col('', 'backbone width after any param_budget sizing')
     kernel_path: str = col('', 'kernel that ran (cudnn, aten-cpu, sdpa-flash, ...)', required=True)
+    kernel_path_source: Literal["observed", "inferred"] | None = col(
+        '', "observed: kernel_path's kernels were seen in a profiler trace of one probe call "
+        "after the job's measurements (seqbench.worker.kernels_seen); inferred: the path the "
+        "mixers' code took, which no trace confirmed (a path of ordinary PyTorch ops, or a "
+        "profiler that cannot see the device's kernels); absent on rows recorded before it")
     attn_dropout: float | None = col('', 'attention dropout (CPU: > 0 forces the math kernel)')
     receptive_field: int | None = col(
         'tokens', "positions one output can see, for mixers with a finite window (a TCN's)")
