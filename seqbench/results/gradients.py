@@ -1,0 +1,154 @@
+"""Gradient flow over time, from the rows' ``grad_profile`` (:mod:`seqbench.worker.gradients`):
+figures and tables that take the loaded frames (``profiles`` from
+:func:`seqbench.results.load.load_grad_profiles`, ``rows`` from :func:`seqbench.results.load.load`
+for the provenance caption).
+
+- :func:`gradient_flow`: for one task and length, one panel per architecture (registry order,
+  its registered colour): the gradient norm at each distance relative to its value at distance
+  0, on a log axis, at initialisation (dashed) and after training (solid), with the memory
+  horizon's threshold (``fraction``) as a grey line. An exponential decay is a straight line;
+  the slope of that line is the decay per step.
+- :func:`gradient_figures`: :func:`gradient_flow` for every (task, length) in the frame.
+- :func:`gradient_table`: per (task, length, architecture), the decay per step and the memory
+  horizon at init and after training, means over seeds (horizons: the median; ``None`` when no
+  seed's norm fell below the threshold within the sequence).
+
+Norms of several seeds are combined by their geometric mean (the mean of the log norms) at each
+distance, the average that a log axis shows as the middle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from seqbench.errors import SpecError
+from seqbench.results.plots import finish, log_axis, new_figure
+
+INIT, END = "init", "end"
+POINT_STYLE = {INIT: {"linestyle": "--", "alpha": 0.75, "linewidth": 1.3},
+               END: {"linestyle": "-", "alpha": 1.0, "linewidth": 1.8}}
+MAX_COLUMNS = 5
+
+
+def with_points(profiles: pd.DataFrame) -> pd.DataFrame:
+    """``profiles`` with a ``point`` column: ``init`` for the probe at step 0, ``end`` for each
+    job's last probe after step 0; other probe points are left out."""
+    if profiles.empty:
+        return profiles.assign(point=pd.Series(dtype=str))
+    last = profiles.groupby("job_id")["step"].transform("max")
+    point = np.where(profiles["step"] == 0, INIT, np.where(profiles["step"] == last, END, ""))
+    out = profiles.assign(point=point)
+    return out[out["point"] != ""]
+
+
+def _models(frame: pd.DataFrame) -> list[str]:
+    from seqbench.catalog import MODELS
+
+    return sorted(dict.fromkeys(frame["model"]), key=MODELS.order)
+
+
+def _color(model: str) -> str:
+    from seqbench.catalog import MODELS
+
+    return MODELS[model].color if model in MODELS else "#333333"
+
+
+def relative_profile(sub: pd.DataFrame) -> pd.DataFrame:
+    """One probe point of one configuration: ``distance`` and the geometric mean over seeds of
+    ``norm / norm(0)`` (distances where a seed's norm is zero or missing count only the others;
+    a relative norm of exactly 0, a gradient that underflowed, is left out)."""
+    zero = sub[sub["distance"] == 0].set_index("job_id")["norm"]
+    rel = sub.assign(rel=sub["norm"] / sub["job_id"].map(zero))
+    rel = rel[np.isfinite(rel["rel"]) & (rel["rel"] > 0)]
+    out = rel.groupby("distance")["rel"].apply(lambda r: float(np.exp(np.log(r).mean())))
+    return out.reset_index().sort_values("distance")
+
+
+def gradient_flow(profiles: pd.DataFrame, rows: pd.DataFrame, *, task: str,
+                  seq_len: int) -> Figure:
+    """One panel per architecture: relative gradient norm vs distance, init and after
+    training, for ``task`` at ``seq_len`` (see the module docstring). Lines have
+    ``gid='series'`` and the threshold ``gid='fraction'``."""
+    frame = with_points(profiles)
+    frame = frame[(frame["task"] == task) & (frame["train_seq_len"] == seq_len)]
+    if frame.empty:
+        raise SpecError("grad_profile", f"{task} seq_len={seq_len}", "rows with a gradient "
+                        "profile for this task and length")
+    models = _models(frame)
+    n_cols = min(MAX_COLUMNS, len(models))
+    n_rows = math.ceil(len(models) / n_cols)
+    input_len = frame["train_input_len"].dropna()
+    length = f", input length {int(input_len.iloc[0]):,}" if len(input_len) else ""
+    fig, axes = new_figure(n_rows, n_cols, f"Gradient flow over time: {task}, seq_len "
+                                           f"{seq_len:,}{length}")
+    fractions = frame["fraction"].dropna().unique()
+    for ax, model in zip(axes.flat, models, strict=False):
+        sub = frame[frame["model"] == model]
+        title = [sub["label"].iloc[0]]
+        for point in (INIT, END):
+            part = sub[sub["point"] == point]
+            if part.empty:
+                continue
+            curve = relative_profile(part)
+            ax.plot(curve["distance"], curve["rel"], color=_color(model), gid="series",
+                    **POINT_STYLE[point])
+            decay = part.drop_duplicates("job_id")["decay_per_step"].astype(float).mean()
+            if point == END and math.isfinite(decay):
+                title.append(f"{decay:+.3f}/step")
+        for fraction in fractions:
+            ax.axhline(float(fraction), color="0.55", linewidth=0.9, linestyle=":",
+                       gid="fraction", zorder=1)
+        log_axis(ax)
+        ax.set_title(", ".join(title), fontsize="medium")
+        ax.set_xlabel("distance (tokens back)")
+        ax.set_ylabel("grad norm / norm at 0")
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+    extra = [Line2D([], [], color="0.25", label="at init", **POINT_STYLE[INIT]),
+             Line2D([], [], color="0.25", label="after training", **POINT_STYLE[END])]
+    if len(fractions):
+        extra.append(Line2D([], [], color="0.55", linestyle=":", linewidth=0.9,
+                            label="horizon threshold " + ", ".join(f"{f:g}" for f in fractions)))
+    return finish(fig, rows, {}, extra)
+
+
+def gradient_figures(profiles: pd.DataFrame, rows: pd.DataFrame
+                     ) -> dict[tuple[str, int], Figure]:
+    """:func:`gradient_flow` for every (task, training length) with profiles, in order."""
+    keys = profiles[["task", "train_seq_len"]].drop_duplicates()
+    return {(t, int(n)): gradient_flow(profiles, rows, task=t, seq_len=int(n))
+            for t, n in keys.itertuples(index=False)}
+
+
+def gradient_table(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, seq_len, architecture): ``decay_init``, ``decay_end`` (per step, mean over
+    seeds), ``horizon_init``, ``horizon_end`` (median over seeds; None when no seed's norm fell
+    below ``fraction`` x norm(0) within the sequence), ``input_len``, ``fraction``, ``seeds``."""
+    from seqbench.catalog import MODELS
+
+    points = with_points(profiles).drop_duplicates(["job_id", "step"])
+    records = []
+    for (task, seq_len, model, label), sub in points.groupby(
+            ["task", "train_seq_len", "model", "label"], sort=False):
+        rec = {"task": task, "seq_len": int(seq_len), "model": model, "label": label,
+               "input_len": sub["train_input_len"].iloc[0],
+               "fraction": sub["fraction"].iloc[0], "seeds": sub["seed"].nunique()}
+        for point in (INIT, END):
+            part = sub[sub["point"] == point]
+            decay = pd.to_numeric(part["decay_per_step"], errors="coerce").dropna()
+            horizon = pd.to_numeric(part["horizon"], errors="coerce")
+            rec[f"decay_{point}"] = float(decay.mean()) if len(decay) else None
+            reached = len(horizon) and horizon.notna().sum() * 2 > len(horizon)
+            rec[f"horizon_{point}"] = float(horizon.dropna().median()) if reached else None
+        records.append(rec)
+    table = pd.DataFrame(records)
+    if table.empty:
+        return table
+    table["_order"] = table["model"].map(MODELS.order)
+    return table.sort_values(["task", "seq_len", "_order"]).drop(columns="_order").reset_index(
+        drop=True)
