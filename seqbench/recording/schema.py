@@ -204,7 +204,7 @@ class Row(BaseModel):
     # --- edge track (seqbench.worker.edge; train.edge)
     edge: list[Any] | None = col(
         '', 'the edge track after training: the trained model streamed token by token at batch '
-        '1 on the CPU, one entry per variant: [{variant (float32 | int8: torch.ao dynamic '
+        '1 on the CPU, one entry per precision: [{precision (float32 | int8: torch.ao dynamic '
         'quantization), status, error, threads, quantized (module type: count), '
         'quantized_param_fraction, metric_<name>... (eval_examples of eval_split, the same for '
         'every variant), warmup, tokens, sequences, context_len (tokens per streamed sequence), '

@@ -6,12 +6,15 @@ for the provenance caption).
 - :func:`gradient_flow`: for one task and length, one panel per architecture (registry order,
   its registered colour): the gradient norm at each distance relative to its value at distance
   0, on a log axis, at initialisation (dashed) and after training (solid), with the memory
-  horizon's threshold (``fraction``) as a grey line. An exponential decay is a straight line;
-  the slope of that line is the decay per step.
+  horizon's threshold (``fraction``) as a grey line; the title gives the decay per step at init
+  and after training (``init → trained``). An exponential decay is a straight line, its slope
+  the decay per step.
 - :func:`gradient_figures`: :func:`gradient_flow` for every (task, length) in the frame.
 - :func:`gradient_table`: per (task, length, architecture), the decay per step and the memory
-  horizon at init and after training, means over seeds (horizons: the median; ``None`` when no
-  seed's norm fell below the threshold within the sequence).
+  horizon at init and after training, means over seeds (horizons: the median; ``None`` when
+  at least half the seeds' norms never fell below the threshold within the sequence);
+  :func:`table_text` formats it;
+- :func:`write`: all of them for a results folder, as files.
 
 Norms of several seeds are combined by their geometric mean (the mean of the log norms) at each
 distance, the average that a log axis shows as the middle.
@@ -20,6 +23,8 @@ distance, the average that a log axis shows as the middle.
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,8 +35,9 @@ from seqbench.errors import SpecError
 from seqbench.results.plots import finish, log_axis, new_figure
 
 INIT, END = "init", "end"
-POINT_STYLE = {INIT: {"linestyle": "--", "alpha": 0.75, "linewidth": 1.3},
-               END: {"linestyle": "-", "alpha": 1.0, "linewidth": 1.8}}
+POINT_STYLE: dict[str, dict[str, Any]] = {
+    INIT: {"linestyle": "--", "alpha": 0.75, "linewidth": 1.3},
+    END: {"linestyle": "-", "alpha": 1.0, "linewidth": 1.8}}
 MAX_COLUMNS = 5
 
 
@@ -89,7 +95,7 @@ def gradient_flow(profiles: pd.DataFrame, rows: pd.DataFrame, *, task: str,
     fractions = frame["fraction"].dropna().unique()
     for ax, model in zip(axes.flat, models, strict=False):
         sub = frame[frame["model"] == model]
-        title = [sub["label"].iloc[0]]
+        decays = []
         for point in (INIT, END):
             part = sub[sub["point"] == point]
             if part.empty:
@@ -97,14 +103,14 @@ def gradient_flow(profiles: pd.DataFrame, rows: pd.DataFrame, *, task: str,
             curve = relative_profile(part)
             ax.plot(curve["distance"], curve["rel"], color=_color(model), gid="series",
                     **POINT_STYLE[point])
-            decay = part.drop_duplicates("job_id")["decay_per_step"].astype(float).mean()
-            if point == END and math.isfinite(decay):
-                title.append(f"{decay:+.3f}/step")
+            decay = pd.to_numeric(part.drop_duplicates("job_id")["decay_per_step"],
+                                  errors="coerce").mean()
+            decays.append(f"{decay:+.3f}" if math.isfinite(decay) else "-")
         for fraction in fractions:
             ax.axhline(float(fraction), color="0.55", linewidth=0.9, linestyle=":",
                        gid="fraction", zorder=1)
         log_axis(ax)
-        ax.set_title(", ".join(title), fontsize="medium")
+        ax.set_title(f"{sub['label'].iloc[0]}: {' → '.join(decays)} /step", fontsize="medium")
         ax.set_xlabel("distance (tokens back)")
         ax.set_ylabel("grad norm / norm at 0")
     for ax in list(axes.flat)[len(models):]:
@@ -127,8 +133,9 @@ def gradient_figures(profiles: pd.DataFrame, rows: pd.DataFrame
 
 def gradient_table(profiles: pd.DataFrame) -> pd.DataFrame:
     """Per (task, seq_len, architecture): ``decay_init``, ``decay_end`` (per step, mean over
-    seeds), ``horizon_init``, ``horizon_end`` (median over seeds; None when no seed's norm fell
-    below ``fraction`` x norm(0) within the sequence), ``input_len``, ``fraction``, ``seeds``."""
+    seeds), ``horizon_init``, ``horizon_end`` (median over seeds; None when at least half the
+    seeds' norms never fell below ``fraction`` x norm(0) within the sequence), ``input_len``,
+    ``fraction``, ``seeds``."""
     from seqbench.catalog import MODELS
 
     points = with_points(profiles).drop_duplicates(["job_id", "step"])
@@ -152,3 +159,49 @@ def gradient_table(profiles: pd.DataFrame) -> pd.DataFrame:
     table["_order"] = table["model"].map(MODELS.order)
     return table.sort_values(["task", "seq_len", "_order"]).drop(columns="_order").reset_index(
         drop=True)
+
+
+def _decay_text(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:+.3f}"
+
+
+def _horizon_text(value: Any, input_len: Any) -> str:
+    if value is not None and not pd.isna(value):
+        return f"{int(value):,}"
+    return f"> {int(input_len) - 1:,}" if input_len is not None and not pd.isna(input_len) else "-"
+
+
+def table_text(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`gradient_table` as display strings: decay per step, and horizons in tokens
+    (``> L-1`` where the norm stayed above the threshold over the whole input)."""
+    return pd.DataFrame({
+        "task": table["task"], "seq_len": table["seq_len"].map("{:,}".format),
+        "model": table["label"],
+        "decay/step init": table["decay_init"].map(_decay_text),
+        "decay/step trained": table["decay_end"].map(_decay_text),
+        "horizon init": [_horizon_text(h, n) for h, n in zip(table["horizon_init"],
+                                                             table["input_len"], strict=True)],
+        "horizon trained": [_horizon_text(h, n) for h, n in zip(table["horizon_end"],
+                                                                table["input_len"],
+                                                                strict=True)]})
+
+
+def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
+    """Every gradient-flow figure (png and pdf) and the table (csv and markdown) of a results
+    folder, into ``out`` (default: ``<results_dir>/figures``); returns the files written."""
+    from seqbench.results.load import load, load_grad_profiles
+    from seqbench.results.plots import save, style
+    from seqbench.results.writers import Table, md_table
+
+    results_dir = Path(results_dir)
+    out = Path(out) if out is not None else results_dir / "figures"
+    rows, profiles = load(results_dir, warn=False), load_grad_profiles(results_dir, warn=False)
+    written: list[Path] = []
+    with style():
+        for (task, seq_len), fig in gradient_figures(profiles, rows).items():
+            written += save(fig, out / f"gradients-{task}-{seq_len}", ("png", "pdf"))
+    table = gradient_table(profiles)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "gradients.csv", index=False)
+    (out / "gradients.md").write_text(md_table(Table(table_text(table))))
+    return [*written, out / "gradients.csv", out / "gradients.md"]

@@ -7,7 +7,7 @@ streaming step (``Mixer.supports_step``; the backbone's ``init_state``/``step``)
 and in the same job, so the task metric and the edge numbers describe the same weights.
 
 What runs (``train.edge``, :class:`~seqbench.config.spec.EdgeSpec`; one entry of the row's
-``edge`` list per variant):
+``edge`` list per variant, named by its ``precision``):
 
 - The trained weights are loaded into a fresh, eager, float32 copy of the model on the CPU (also
   when training ran on CUDA, in bfloat16 or compiled); torch runs ``threads`` threads (default 1)
@@ -250,7 +250,7 @@ def measure_variant(variant: str, model: Backbone, task: Task, spec: EdgeSpec,
 
     split = train.eval_split
     n_eval = spec.eval_examples or train.eval_examples
-    entry: dict[str, Any] = {"variant": variant, "status": "ok", "error": "",
+    entry: dict[str, Any] = {"precision": variant, "status": "ok", "error": "",
                              "threads": torch.get_num_threads(), **extra,
                              "eval_split": split, "eval_examples": n_eval}
     metrics = evaluate(model, task, train.model_copy(update={"autocast": "off"}), CPU, seed,
@@ -294,7 +294,7 @@ def measure_edge(model: Backbone, task: Task, spec: EdgeSpec, train: TrainSpec, 
                 else:
                     entry = measure_variant(variant, model, task, spec, train, seed, {})
             except Exception as exc:
-                entry = {"variant": variant, **errors(exc)}
+                entry = {"precision": variant, **errors(exc)}
             entry["edge_s"] = time.perf_counter() - start
             out.append(entry)
     finally:
@@ -309,5 +309,5 @@ def run_edge(job: Job, model: nn.Module, task: Task, errors: ErrorFields
     try:
         copy = eager_cpu_copy(job, model, task)
     except Exception as exc:
-        return [{"variant": "float32", **errors(exc)}]
+        return [{"precision": "float32", **errors(exc)}]
     return measure_edge(copy, task, job.train.edge, job.train, job.seed, errors)
