@@ -307,3 +307,16 @@ def test_job_ids_of_the_specs_are_those_of_their_committed_reference_runs(spec, 
     jobs = expand(suite)
     stored_ids = {p.stem for p in (folder / "jobs").glob("*.json")}
     assert {job.job_id for job in jobs} == stored_ids
+
+
+def test_the_writers_save_every_figure_and_table(results_dir, tmp_path):
+    from seqbench.results import edge, gradients
+
+    written = gradients.write(results_dir, tmp_path) + edge.write(results_dir, tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == sorted(["gradients-copy-3.png", "gradients-copy-3.pdf", "gradients.csv",
+                            "gradients.md", "edge-pareto.png", "edge-pareto.pdf", "edge.csv",
+                            "edge.md"])
+    assert all(p.stat().st_size > 0 for p in written)
+    table = (tmp_path / "edge.md").read_text()
+    assert all(MODELS[m].display in table for m in FIGURE_MODELS)
