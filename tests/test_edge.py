@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import CONTEXT, tiny_spec, write_results_dir
@@ -320,3 +321,28 @@ def test_the_writers_save_every_figure_and_table(results_dir, tmp_path):
     assert all(p.stat().st_size > 0 for p in written)
     table = (tmp_path / "edge.md").read_text()
     assert all(MODELS[m].display in table for m in FIGURE_MODELS)
+
+
+def test_the_report_has_both_sections_for_rows_with_them_and_neither_without(rows, tmp_path):
+    from seqbench.results.report import write_report
+
+    with_tracks = write_results_dir(tmp_path / "with", rows)
+    write_report(with_tracks, tmp_path / "report", n_boot=200)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Gradient flow over time" in text and "## Edge track" in text
+    assert text.index("## Gradient flow over time") < text.index("## Tables")
+    for name in ("gradients-copy-3.png", "gradients-copy-3.pdf", "edge-pareto.png"):
+        assert (tmp_path / "report" / "figures" / name).stat().st_size > 0
+        assert name.endswith(".pdf") or f"figures/{name}" in text
+    table = pd.read_csv(tmp_path / "report" / "gradients.csv")
+    assert list(table["model"]) == list(FIGURE_MODELS)
+    assert all(MODELS[m].display in text for m in FIGURE_MODELS)
+    assert len(pd.read_csv(tmp_path / "report" / "edge.csv")) == len(FIGURE_MODELS)
+
+    plain = write_results_dir(tmp_path / "plain", [
+        {k: v for k, v in row.items() if k not in ("grad_profile", "edge")} for row in rows])
+    write_report(plain, tmp_path / "plain-report", n_boot=200)
+    text = (tmp_path / "plain-report" / "report.md").read_text()
+    assert "Gradient flow" not in text and "Edge track" not in text
+    assert not list((tmp_path / "plain-report").rglob("gradients*"))
+    assert not list((tmp_path / "plain-report").rglob("edge*"))

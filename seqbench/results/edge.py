@@ -9,7 +9,8 @@ a table and the Pareto figure, each a function of the loaded frames.
 - :func:`edge_pareto`: per task and length, the task metric against the median per-token latency and
   against the state bytes (log x), float32 filled and int8 hollow in each model's registered
   colour and marker, a thin line from each model's float32 point to its int8 point, the Pareto
-  front of all points dotted and the task's trivial baseline dashed.
+  front of all points dotted and the task's trivial baseline dashed;
+- :func:`report_blocks`: the section ``seqbench report`` adds for rows with an edge track.
 """
 
 from __future__ import annotations
@@ -25,8 +26,22 @@ from matplotlib.lines import Line2D
 
 from seqbench.errors import SpecError
 from seqbench.results import columns as C
-from seqbench.results.load import IDENTITY_COLUMNS, _frame, _identity, _listed, _train_records
-from seqbench.results.plots import baseline_handle, finish, log_axis, new_figure, pareto_front
+from seqbench.results.load import (
+    IDENTITY_COLUMNS,
+    RowsSource,
+    _frame,
+    _identity,
+    _listed,
+    _train_records,
+)
+from seqbench.results.plots import (
+    Style,
+    baseline_handle,
+    finish,
+    log_axis,
+    new_figure,
+    pareto_front,
+)
 
 PRECISIONS = ("float32", "int8")
 X_AXES = {"latency_s_median": ("per-token latency, median (µs)", 1e6),
@@ -36,10 +51,10 @@ EDGE_COLUMNS = ("precision", "status", "error", "train_seq_len", "train_input_le
                 "peak_rss_bytes", "start_rss_bytes")
 
 
-def load_edge(path_or_paths: str | Path | Sequence[str | Path], *,
-              warn: bool = True) -> pd.DataFrame:
-    """One record per (training job, edge precision) with the job's identity columns
-    (:data:`~seqbench.results.load.IDENTITY_COLUMNS`), its ``higher_is_better_*`` and
+def load_edge(path_or_paths: RowsSource, *, warn: bool = True) -> pd.DataFrame:
+    """One record per (training job, edge precision) (``path_or_paths``: what
+    :func:`~seqbench.results.load.load` reads, or a frame it returned) with the job's identity
+    columns (:data:`~seqbench.results.load.IDENTITY_COLUMNS`), its ``higher_is_better_*`` and
     ``baseline_*`` and the entry's fields (``metric_*``, ``latency_s_samples``, ...);
     ``job_status`` is the row's status, ``status`` the precision's."""
     records = []
@@ -116,12 +131,13 @@ def edge_table(edge: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         drop=True)
 
 
-def _style(model: str) -> tuple[str, str]:
+def _style(model: str) -> Style:
+    """The model's registered colour and marker; no line (the legend shows points)."""
     from seqbench.catalog import MODELS
 
     if model not in MODELS:
-        return "#333333", "o"
-    return MODELS[model].color, MODELS[model].marker
+        return "#333333", "o", "none"
+    return MODELS[model].color, MODELS[model].marker, "none"
 
 
 def edge_pareto(edge: pd.DataFrame, rows: pd.DataFrame, metric: str | None = None) -> Figure:
@@ -136,7 +152,7 @@ def edge_pareto(edge: pd.DataFrame, rows: pd.DataFrame, metric: str | None = Non
         raise SpecError("results", "edge", "edge entries with status ok")
     fig, axes = new_figure(len(cells), len(X_AXES), "Edge track: task metric vs per-token "
                                                     "latency and state (batch 1, CPU)")
-    styles: dict[str, tuple[str, str]] = {}
+    styles: dict[str, Style] = {}
     for i, (task, seq_len) in enumerate(cells):
         sub = ok[(ok["task"] == task) & (ok["train_seq_len"] == seq_len)]
         col = _metric(sub, metric)
@@ -147,7 +163,7 @@ def edge_pareto(edge: pd.DataFrame, rows: pd.DataFrame, metric: str | None = Non
             ax = axes[i, j]
             pts = means.dropna(subset=[col, x])
             for (model, label), g in pts.groupby(["model", "label"], sort=False):
-                color, marker = styles.setdefault(label, _style(model))
+                color, marker, _ = styles.setdefault(label, _style(model))
                 g = g.set_index("precision")
                 if {"float32", "int8"} <= set(g.index):
                     ax.plot(g.loc[list(PRECISIONS), x] * factor, g.loc[list(PRECISIONS), col],
@@ -224,3 +240,41 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     table.to_csv(out / "edge.csv", index=False)
     (out / "edge.md").write_text(md_table(Table(table_text(table))))
     return [*written, out / "edge.csv", out / "edge.md"]
+
+
+REPORT_NOTE = (
+    "The trained model streamed at batch 1 on the CPU with one thread, one token per step "
+    "(train.edge), in float32 and under PyTorch's dynamic int8 quantization (nn.Linear, "
+    "nn.LSTM, nn.GRU; what it does not cover stays float32, 'int8 share' is the fraction of the "
+    "parameters it quantized). µs/token: median and p99 of the timed steps after the warm-up, "
+    "from the stored samples. state: the recurrent state or KV cache after one whole sequence. "
+    "weights: as stored (int8 weights at one byte plus their scales). change: int8 minus "
+    "float32 task metric on the same evaluation examples. peak RSS: the worker process's peak "
+    "resident memory while streaming (it holds the PyTorch runtime); streaming added: peak "
+    "minus the resident set when the stream started.")
+
+
+def report_blocks(df: pd.DataFrame, out: Path, formats: Sequence[str],
+                  figures: bool = True) -> list[Any]:
+    """The report's section for rows with an ``edge`` track with ok entries (none: ``[]``):
+    the Pareto figure saved under ``out/figures``, the table, and ``out/edge.csv``."""
+    from seqbench.results.plots import save, style
+    from seqbench.results.writers import Heading, Image, Paragraph, Table
+
+    edge = load_edge(df, warn=False)
+    if edge.empty or "status" not in edge or not (edge["status"] == "ok").any():
+        return []
+    table = edge_table(edge)
+    table.to_csv(out / "edge.csv", index=False)
+    blocks: list[Any] = [Heading("Edge track"), Paragraph(REPORT_NOTE)]
+    if figures:
+        with style():
+            fig = edge_pareto(edge, df)
+            save(fig, out / "figures" / "edge-pareto", formats)
+        blocks.append(Image("figures/edge-pareto.png", "Task metric against per-token latency "
+                            "and against state bytes; filled: float32, hollow: int8; dotted: "
+                            "the Pareto front; dashed: the task's trivial baseline.",
+                            alt=str(fig.get_label()), width_px=round(fig.get_figwidth() * 96)))
+    blocks.append(Table(table_text(table), "Edge track per architecture, means over seeds "
+                        "(edge.csv: the same numbers unrounded)."))
+    return blocks

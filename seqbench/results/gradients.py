@@ -14,7 +14,8 @@ for the provenance caption).
   horizon at init and after training, means over seeds (horizons: the median; ``None`` when
   at least half the seeds' norms never fell below the threshold within the sequence);
   :func:`table_text` formats it;
-- :func:`write`: all of them for a results folder, as files.
+- :func:`write`: all of them for a results folder, as files; :func:`report_blocks`: the
+  section ``seqbench report`` adds for rows with a profile.
 
 Norms of several seeds are combined by their geometric mean (the mean of the log norms) at each
 distance, the average that a log axis shows as the middle.
@@ -23,6 +24,7 @@ distance, the average that a log axis shows as the middle.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,46 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     table.to_csv(out / "gradients.csv", index=False)
     (out / "gradients.md").write_text(md_table(Table(table_text(table))))
     return [*written, out / "gradients.csv", out / "gradients.md"]
+
+
+REPORT_NOTE = (
+    "The norm of the gradient of one scored item's loss with respect to the input representation "
+    "(the embedding or input projection output) at each earlier position, against the distance "
+    "back from the scored position, relative to its value at distance 0, on a probe batch of "
+    "its own seeded stream (train.grad_probe). decay/step: the least-squares slope of ln norm "
+    "against distance over distances 1 and up (distance 0 also holds the direct residual "
+    "path); the norm shrinks by a factor e^slope per token back, so -0.69 halves it at every "
+    "step and a straight line on the figure's log axis is an exponential decay. horizon: the "
+    "first distance whose norm is below the threshold x norm(0); '> L-1': never within the "
+    "input. Means over seeds (horizons: the median).")
+
+
+def report_blocks(df: pd.DataFrame, out: Path, formats: Sequence[str],
+                  figures: bool = True) -> list[Any]:
+    """The report's section for rows with a ``grad_profile`` (none: ``[]``): each figure of
+    :func:`gradient_figures` saved under ``out/figures``, the table, and
+    ``out/gradients.csv``."""
+    from seqbench.results.load import load_grad_profiles
+    from seqbench.results.plots import save, style
+    from seqbench.results.writers import Heading, Image, Paragraph, Table
+
+    profiles = load_grad_profiles(df, warn=False)
+    if profiles.empty:
+        return []
+    table = gradient_table(profiles)
+    table.to_csv(out / "gradients.csv", index=False)
+    blocks: list[Any] = [Heading("Gradient flow over time"), Paragraph(REPORT_NOTE)]
+    if figures:
+        with style():
+            for (task, seq_len), fig in gradient_figures(profiles, df).items():
+                name = f"gradients-{task}-{seq_len}"
+                save(fig, out / "figures" / name, formats)
+                blocks.append(Image(f"figures/{name}.png", f"{task}, seq_len {seq_len:,}: "
+                                    "gradient norm vs distance, one panel per architecture; "
+                                    "dashed at initialisation, solid after training; the "
+                                    "title gives decay/step init → trained.",
+                                    alt=str(fig.get_label()),
+                                    width_px=round(fig.get_figwidth() * 96)))
+    blocks.append(Table(table_text(table), "Decay per step and memory horizon "
+                        "(gradients.csv: the same numbers unrounded)."))
+    return blocks
