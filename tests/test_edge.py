@@ -293,9 +293,26 @@ def test_the_gradient_table_holds_each_point_s_decay_and_horizon(rows, results_d
         init, end = row["grad_profile"]
         assert rec["decay_init"] == pytest.approx(init["decay_per_step"])
         assert rec["decay_end"] == pytest.approx(end["decay_per_step"])
+        d = np.asarray(end["distances"][1:], dtype=float)
+        y = np.log(np.asarray(end["norms"][1:], dtype=float))
+        assert rec["r2_end"] == pytest.approx(np.corrcoef(d, y)[0, 1] ** 2)
         for key, point in (("horizon_init", init), ("horizon_end", end)):
             assert (rec[key] is None and point["horizon"] is None) or rec[key] == point[
                 "horizon"]
+
+
+def test_the_fit_r2_is_one_for_an_exponential_and_that_of_the_line_otherwise():
+    from seqbench.results.gradients import fit_r2
+
+    d = np.arange(12)
+    exact = pd.DataFrame({"distance": d, "norm": 3.0 * 0.5 ** d})
+    exact.loc[0, "norm"] = 50.0  # the direct path at distance 0 stays out of the fit
+    assert fit_r2(exact) == pytest.approx(1.0)
+    assert fit_r2(pd.DataFrame({"distance": d, "norm": np.ones(12)})) is None
+    v_shape = pd.DataFrame({"distance": [0, 1, 2, 3], "norm": np.exp([0.0, 0.0, -1.0, 0.0])})
+    # ln norm 0, -1, 0 at d = 1, 2, 3: slope 0, residuals 1/3, -2/3, 1/3 -> R² = 0
+    assert fit_r2(v_shape) == pytest.approx(0.0, abs=1e-12)
+    assert fit_r2(v_shape.iloc[:3]) is None  # two distances past 0
 
 
 @pytest.mark.parametrize("spec, results", [("gradients-cpu", "reference-gradients-cpu"),

@@ -10,8 +10,9 @@ for the provenance caption).
   and after training (``init → trained``). An exponential decay is a straight line, its slope
   the decay per step.
 - :func:`gradient_figures`: :func:`gradient_flow` for every (task, length) in the frame.
-- :func:`gradient_table`: per (task, length, architecture), the decay per step and the memory
-  horizon at init and after training, means over seeds (horizons: the median; ``None`` when
+- :func:`gradient_table`: per (task, length, architecture), the decay per step, how
+  exponential the decay is (R² of the straight line in log norm) and the memory horizon at init
+  and after training, means over seeds (horizons: the median; ``None`` when
   at least half the seeds' norms never fell below the threshold within the sequence);
   :func:`table_text` formats it;
 - :func:`write`: all of them for a results folder, as files; :func:`report_blocks`: the
@@ -133,14 +134,34 @@ def gradient_figures(profiles: pd.DataFrame, rows: pd.DataFrame
             for t, n in keys.itertuples(index=False)}
 
 
+def fit_r2(profile: pd.DataFrame) -> float | None:
+    """How exponential one probe's decay is: R² of the least-squares line of ``ln norm``
+    against distance over its stored distances ``>= 1`` with a finite positive norm (every
+    distance below 64, then log-spaced ones); None with fewer than three or a flat profile."""
+    ok = profile[(profile["distance"] >= 1) & np.isfinite(profile["norm"])
+                 & (profile["norm"] > 0)]
+    if len(ok) < 3:
+        return None
+    d, y = ok["distance"].to_numpy(float), np.log(ok["norm"].to_numpy(float))
+    spread = float(((y - y.mean()) ** 2).sum())
+    if spread == 0:
+        return None
+    slope, intercept = np.polyfit(d, y, 1)
+    return 1.0 - float(((y - (slope * d + intercept)) ** 2).sum()) / spread
+
+
 def gradient_table(profiles: pd.DataFrame) -> pd.DataFrame:
     """Per (task, seq_len, architecture): ``decay_init``, ``decay_end`` (per step, mean over
-    seeds), ``horizon_init``, ``horizon_end`` (median over seeds; None when at least half the
-    seeds' norms never fell below ``fraction`` x norm(0) within the sequence), ``input_len``,
-    ``fraction``, ``seeds``."""
+    seeds), ``r2_init``, ``r2_end`` (:func:`fit_r2`, mean over seeds), ``horizon_init``,
+    ``horizon_end`` (median over seeds; None when at least half the seeds' norms never fell
+    below ``fraction`` x norm(0) within the sequence), ``input_len``, ``fraction``, ``seeds``."""
     from seqbench.catalog import MODELS
 
-    points = with_points(profiles).drop_duplicates(["job_id", "step"])
+    frame = with_points(profiles)
+    r2 = {key: fit_r2(sub) for key, sub in frame.groupby(["job_id", "step"])}
+    points = frame.drop_duplicates(["job_id", "step"])
+    points = points.assign(r2=[r2[k] for k in zip(points["job_id"], points["step"],
+                                                   strict=True)])
     records = []
     for (task, seq_len, model, label), sub in points.groupby(
             ["task", "train_seq_len", "model", "label"], sort=False):
@@ -152,6 +173,8 @@ def gradient_table(profiles: pd.DataFrame) -> pd.DataFrame:
             decay = pd.to_numeric(part["decay_per_step"], errors="coerce").dropna()
             horizon = pd.to_numeric(part["horizon"], errors="coerce")
             rec[f"decay_{point}"] = float(decay.mean()) if len(decay) else None
+            fits = pd.to_numeric(part["r2"], errors="coerce").dropna()
+            rec[f"r2_{point}"] = float(fits.mean()) if len(fits) else None
             reached = len(horizon) and horizon.notna().sum() * 2 > len(horizon)
             rec[f"horizon_{point}"] = float(horizon.dropna().median()) if reached else None
         records.append(rec)
@@ -167,6 +190,10 @@ def _decay_text(value: Any) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:+.3f}"
 
 
+def _r2_text(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
 def _horizon_text(value: Any, input_len: Any) -> str:
     if value is not None and not pd.isna(value):
         return f"{int(value):,}"
@@ -174,13 +201,16 @@ def _horizon_text(value: Any, input_len: Any) -> str:
 
 
 def table_text(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`gradient_table` as display strings: decay per step, and horizons in tokens
-    (``> L-1`` where the norm stayed above the threshold over the whole input)."""
+    """:func:`gradient_table` as display strings: decay per step, the R² of its straight-line
+    fit, and horizons in tokens (``> L-1`` where the norm stayed above the threshold over the
+    whole input)."""
     return pd.DataFrame({
         "task": table["task"], "seq_len": table["seq_len"].map("{:,}".format),
         "model": table["label"],
         "decay/step init": table["decay_init"].map(_decay_text),
         "decay/step trained": table["decay_end"].map(_decay_text),
+        "R² init": table["r2_init"].map(_r2_text),
+        "R² trained": table["r2_end"].map(_r2_text),
         "horizon init": [_horizon_text(h, n) for h, n in zip(table["horizon_init"],
                                                              table["input_len"], strict=True)],
         "horizon trained": [_horizon_text(h, n) for h, n in zip(table["horizon_end"],
@@ -210,15 +240,17 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
 
 
 REPORT_NOTE = (
-    "The norm of the gradient of one scored item's loss with respect to the input representation "
-    "(the embedding or input projection output) at each earlier position, against the distance "
-    "back from the scored position, relative to its value at distance 0, on a probe batch of "
-    "its own seeded stream (train.grad_probe). decay/step: the least-squares slope of ln norm "
-    "against distance over distances 1 and up (distance 0 also holds the direct residual "
-    "path); the norm shrinks by a factor e^slope per token back, so -0.69 halves it at every "
-    "step and a straight line on the figure's log axis is an exponential decay. horizon: the "
-    "first distance whose norm is below the threshold x norm(0); '> L-1': never within the "
-    "input. Means over seeds (horizons: the median).")
+    "The norm of the gradient of one scored item's loss with respect to the input "
+    "representation (the embedding or input projection output) at each earlier position, "
+    "against the distance back from the scored position, relative to its value at distance 0, "
+    "on a probe batch of its own seeded stream (train.grad_probe). decay/step: the "
+    "least-squares slope of ln norm against distance over distances 1 and up (distance 0 also "
+    "holds the direct residual path); the norm shrinks by a factor e^slope per token back, so "
+    "-0.69 halves it at every step, and a straight line on the figure's log axis is an "
+    "exponential decay. R²: how well that straight line fits ln norm (1: exactly exponential; "
+    "near 0 for a flat or irregular profile, where the slope says little). horizon: the first "
+    "distance whose norm is below the threshold x norm(0); '> L-1': never within the input. "
+    "Means over seeds (horizons: the median).")
 
 
 def report_blocks(df: pd.DataFrame, out: Path, formats: Sequence[str],
