@@ -267,6 +267,22 @@ def test_the_edge_pareto_figure_has_every_model_and_variant_in_both_panels(resul
     assert axes[0].get_xlabel().startswith("per-token latency")
 
 
+def test_the_edge_pareto_legend_of_every_model_fits_inside_the_figure(results_dir):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    edge = load_edge(results_dir, warn=False)
+    one = edge[edge["model"] == "gru"]
+    every = pd.concat([one.assign(model=m, label=MODELS[m].display, job_id=f"{m}-s0")
+                       for m in MODELS.names()], ignore_index=True)
+    fig = edge_pareto(every, load(results_dir, warn=False))
+    FigureCanvasAgg(fig).draw()
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) == len(MODELS.names()) + 4
+    box = legend.get_window_extent()
+    assert box.y0 >= 0 and box.y1 <= fig.bbox.height
+
+
 def test_the_gradient_figure_has_one_panel_per_architecture_with_a_visible_line(results_dir):
     profiles = load_grad_profiles(results_dir, warn=False)
     fig = gradient_flow(profiles, load(results_dir, warn=False), task="copy", seq_len=3)

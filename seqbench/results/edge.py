@@ -35,6 +35,8 @@ from seqbench.results.load import (
     _train_records,
 )
 from seqbench.results.plots import (
+    LEGEND_IN,
+    PANEL_IN,
     Style,
     baseline_handle,
     finish,
@@ -44,6 +46,7 @@ from seqbench.results.plots import (
 )
 
 PRECISIONS = ("float32", "int8")
+LEGEND_ROW_IN = 0.26  # height of one legend entry: the figure is at least as tall as its legend
 X_AXES = {"latency_s_median": ("per-token latency, median (µs)", 1e6),
           "state_bytes": ("state after a sequence (bytes)", 1.0)}
 EDGE_COLUMNS = ("precision", "status", "error", "train_seq_len", "train_input_len", "context_len",
@@ -150,8 +153,11 @@ def edge_pareto(edge: pd.DataFrame, rows: pd.DataFrame, metric: str | None = Non
     cells = list(dict.fromkeys(zip(ok["task"], ok["train_seq_len"], strict=True)))
     if not cells:
         raise SpecError("results", "edge", "edge entries with status ok")
+    entries = ok["label"].nunique() + 4  # the legend: a line per model, then the extra four
+    height = max(PANEL_IN[1] * len(cells) + 0.7, LEGEND_ROW_IN * entries + 1.2)
     fig, axes = new_figure(len(cells), len(X_AXES), "Edge track: task metric vs per-token "
-                                                    "latency and state (batch 1, CPU)")
+                                                    "latency and state (batch 1, CPU)",
+                           figsize=(PANEL_IN[0] * len(X_AXES) + LEGEND_IN, height))
     styles: dict[str, Style] = {}
     for i, (task, seq_len) in enumerate(cells):
         sub = ok[(ok["task"] == task) & (ok["train_seq_len"] == seq_len)]
