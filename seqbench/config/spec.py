@@ -149,6 +149,17 @@ class GradProbeSpec(Strict):
         return v
 
 
+class EdgeSpec(Strict):
+    """The edge track after training (:mod:`seqbench.worker.edge`): the trained model streamed
+    one token at a time at batch 1 on the CPU, float32 and with dynamic int8 quantization."""
+
+    tokens: PositiveInt = 1000  # timed streaming steps per variant, after the warm-up
+    warmup: NonNegativeInt = 100  # untimed streaming steps first
+    threads: PositiveInt = 1  # torch threads while measuring
+    int8: bool = True  # also the model under torch.ao dynamic int8 quantization
+    eval_examples: PositiveInt | None = None  # metric of each variant; None: train.eval_examples
+
+
 class TrainSpec(Strict):
     steps: PositiveInt = 300
     batch_size: PositiveInt = 64
@@ -171,6 +182,7 @@ class TrainSpec(Strict):
     early_stop: EarlyStop | None = added(None)  # needs eval_every
     grad_probe: GradProbeSpec | None = added(None)
     compile: bool = added(False)  # torch.compile the model (every architecture alike)
+    edge: EdgeSpec | None = added(None)  # the edge track after training (worker/edge.py)
 
     @field_validator("betas")
     @classmethod

@@ -232,6 +232,17 @@ class Row(BaseModel):
         'adjusted to land within the tolerance')
     budget_note: str | None = col(
         '', "why the budget is not matched ('' when it is)")
+    # --- edge track (seqbench.worker.edge; train.edge)
+    edge: list[Any] | None = col(
+        '', 'the edge track after training: the trained model streamed token by token at batch '
+        '1 on the CPU, one entry per precision: [{precision (float32 | int8: torch.ao dynamic '
+        'quantization), status, error, threads, quantized (module type: count), '
+        'quantized_param_fraction, metric_<name>... (eval_examples of eval_split, the same for '
+        'every variant), warmup, tokens, sequences, context_len (tokens per streamed sequence), '
+        'latency_s_samples (every timed step, s), latency_s_median, latency_s_p99, '
+        'latency_s_mean (from those samples), state_bytes (after a whole sequence), '
+        'weight_bytes, start_rss_bytes and peak_rss_bytes (resident set at the start and peak '
+        'while streaming), rss_method, stream_vs_forward_max_abs, edge_s}]')
 
     def update(self, **fields: Any) -> Row:
         """Set fields (each checked against its declared type); returns the row."""

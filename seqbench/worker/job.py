@@ -179,6 +179,10 @@ def run_train(job: Job, row: Row, device: torch.device) -> None:
         row.update(fwd_first_call_s=fwd.first_s, **fwd.fields("fwd", tokens), **memory.fields())
     if job.evals:  # after the memory of training and timing was read
         row.update(evals=run_evals(job, model, task, device))
+    if train_cfg.edge is not None:  # the edge track: the trained model streamed on the CPU
+        from seqbench.worker.edge import run_edge
+
+        row.update(edge=run_edge(job, model, task, error_fields))
     if compiled_before is not None:
         after = compile_seconds()
         if after is not None:
