@@ -200,7 +200,7 @@ def test_gradient_decay_metrics(tmp_path: Path) -> None:
     init, end = ck.check_dir(path).verdicts
     assert init.status == ck.HELD and init.better_mean == pytest.approx(-0.015)
     assert end.status == ck.FLIPPED and end.worse_mean == pytest.approx(0.55)
-    with pytest.raises(SpecError, match="expect\\[0\\].metric"):  # no probe, no such metric
+    with pytest.raises(SpecError, match=r"expect\[0\]\.metric"):  # no probe, no such metric
         from seqbench.config.resolve import check_suite
 
         check_suite(parse_suite(_spec(expect)), "spec.yaml")
