@@ -6,6 +6,13 @@ the package that ships it. :func:`require` is the cheap check a task runs before
 (existence and size); :func:`verify` is what ``seqbench data check`` runs (checksums, file
 counts). Both name the missing or corrupt file, the path where it was expected and how to
 obtain it, in one line.
+
+A dataset whose files are *missing* is a :class:`DataMissing`: still a
+:class:`~seqbench.errors.SpecError` (``seqbench data check`` exits 2 on it), but also a
+:class:`~seqbench.errors.BackendUnavailable`, so spec loading lets the sweep go on
+(:mod:`seqbench.config.resolve`) and the worker records the job as ``unavailable`` with the
+download instructions as its error, like a missing kernel backend. A file that is there but
+wrong (size, checksum, format) stays a plain SpecError: bad input, exit 2.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from seqbench.errors import SpecError
+from seqbench.errors import BackendUnavailable, SpecError
 
 Status = Literal["ok", "missing", "incomplete", "corrupt", "unverified", "unavailable"]
 
@@ -261,12 +268,30 @@ def _hook(manifest: Manifest) -> Callable[..., Any] | None:
     return getattr(importlib.import_module(module), attr)
 
 
+class DataMissing(SpecError, BackendUnavailable):
+    """A local dataset's files are not in the data directory: the job cannot run *here*.
+
+    Spec loading tolerates it (the sweep goes on) and the worker records ``unavailable``
+    (it is a :class:`~seqbench.errors.BackendUnavailable`); the message names the file, the
+    data directory and what to download, with ``<data dir>`` in the manifest's instructions
+    replaced by the directory itself."""
+
+
+def obtain_text(manifest: Manifest, data_dir: Path | None) -> str:
+    """The manifest's instructions, ``<data dir>`` spelled out when the directory is known."""
+    return (manifest.obtain if data_dir is None
+            else manifest.obtain.replace("<data dir>", str(data_dir)))
+
+
 def data_error(manifest: Manifest, problem: Problem, data_dir: Path | None = None) -> SpecError:
-    """The one-line error for a problem: the file, what is wrong, where, how to get it."""
+    """The one-line error for a problem: the file, what is wrong, where, how to get it
+    (a :class:`DataMissing` when the file or folder is missing)."""
     where = f"data dir {data_dir}; " if data_dir is not None else ""
-    how = manifest.obtain if problem.status in ("missing", "incomplete", "corrupt") else ""
-    return SpecError(f"data.{manifest.name}", str(problem.path),
-                     f"{problem.detail}; {where}{how}".rstrip("; "))
+    how = (obtain_text(manifest, data_dir)
+           if problem.status in ("missing", "incomplete", "corrupt") else "")
+    cls = DataMissing if problem.status == "missing" else SpecError
+    return cls(f"data.{manifest.name}", str(problem.path),
+               f"{problem.detail}; {where}{how}".rstrip("; "))
 
 
 def require(name: str, data_dir: Path) -> Manifest:
