@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,17 @@ PAPER_RESULT: dict[tuple[str, str], str] = {
 
 def _ok_evals(evals: pd.DataFrame) -> pd.DataFrame:
     """Records of jobs that trained (job ``ok``), without the main evaluation where an
-    evaluation setting measured the same length with the same params."""
+    evaluation setting measured the same length with the same params in effect."""
     rows = evals[evals["job_status"] == "ok"].copy()
-    rows["_params"] = rows["eval_params"].map(lambda p: repr(sorted((p or {}).items())))
+    param_cols = _param_columns(rows)
+    rows["_params"] = [repr([(c, None if _missing(v) else v) for c, v in zip(param_cols, vals,
+                                                                            strict=True)])
+                       for vals in rows[param_cols].itertuples(index=False)]
     is_eval = rows["setting"] == "eval"
-    measured = set(zip(rows.loc[is_eval, "job_id"], rows.loc[is_eval, "eval_seq_len"],
-                       rows.loc[is_eval, "_params"], strict=True))
-    duplicate = ~is_eval & pd.Series(
-        [k in measured for k in zip(rows["job_id"], rows["eval_seq_len"], rows["_params"],
-                                    strict=True)], index=rows.index, dtype=bool)
+    keys = list(zip(rows["job_id"], rows["eval_seq_len"], rows["_params"], strict=True))
+    measured = {k for k, e in zip(keys, is_eval, strict=True) if e}
+    duplicate = pd.Series([not e and k in measured for k, e in zip(keys, is_eval, strict=True)],
+                          index=rows.index, dtype=bool)
     return rows[~duplicate]
 
 
@@ -94,36 +97,71 @@ def _metric(evals: pd.DataFrame, metric: str | None) -> str:
     return metric
 
 
-def _job_params(evals: pd.DataFrame) -> pd.Series:
-    """The job's own task params (the evaluated overrides taken out), as a short text."""
-    def text(rec: dict[str, Any]) -> str:
-        overrides = rec["eval_params"] or {}
-        params = {k.removeprefix("param_"): v for k, v in rec.items()
-                  if k.startswith("param_") and k.removeprefix("param_") not in overrides
-                  and not (isinstance(v, float) and math.isnan(v))}
-        return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
-
-    return pd.Series([text(r) for r in evals.to_dict("records")], index=evals.index, dtype=str)
+def _param_columns(frame: pd.DataFrame) -> list[str]:
+    """The task-param columns of a :func:`~seqbench.results.load.load_evals` frame
+    (``param_<name>``; ``param_count`` is the model's parameter count, not a task param)."""
+    return sorted(c for c in frame.columns if c.startswith("param_") and c != "param_count")
 
 
-def panels(evals: pd.DataFrame) -> pd.DataFrame:
-    """The evaluation records of :func:`extrapolation_figure`, each with its panel
-    (``_panel``: task, training length or range, job params) and line (``_line``: the
-    model label)."""
+def _job_params(main: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each job's own task params (from its main evaluation, which has no overrides)."""
+    columns = _param_columns(main)
+    return {rec["job_id"]: {c.removeprefix("param_"): rec[c] for c in columns
+                            if not _missing(rec[c])} for rec in main.to_dict("records")}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def axis_of(evals: pd.DataFrame) -> str:
+    """What the evaluation settings vary: ``eval_seq_len`` if any job is evaluated at another
+    length, else the task param (``param_<name>``) its settings override, e.g.
+    ``param_num_kv_pairs``."""
+    rows = evals[evals["setting"] == "eval"]
+    if rows.empty:
+        return "eval_seq_len"
+    varies = rows.groupby("job_id")["eval_seq_len"].nunique().max() > 1
+    if varies or (rows["eval_seq_len"] != rows["train_seq_len"]).any():
+        return "eval_seq_len"
+    keys = sorted({k for p in rows["eval_params"] for k in (p or {})})
+    return f"param_{keys[0]}" if keys else "eval_seq_len"
+
+
+def panels(evals: pd.DataFrame, x: str = "eval_seq_len") -> pd.DataFrame:
+    """The evaluation records of :func:`extrapolation_figure`, each with its x value (``_x``:
+    the evaluation length, or the value of the task param ``x``), its panel (``_panel``: task,
+    training length or range, and the job params that differ between the task's jobs), its
+    line (``_line``: the model label) and where the job trained on that axis (``_lo``,
+    ``_hi``)."""
     rows = _ok_evals(evals)
     if rows.empty:
-        return rows.assign(_panel=pd.Series(dtype=str), _line=pd.Series(dtype=str))
-    # the job's params as trained: the main setting has no overrides
-    main = rows[rows["setting"] == "main"].set_index("job_id")
-    job_text = _job_params(main) if not main.empty else pd.Series(dtype=str)
-    lo, hi = rows["train_len_min"].astype(int), rows["train_len_max"].astype(int)
-    span = np.where(lo == hi, "train " + hi.astype(str), "train " + lo.astype(str) + ".." +
-                    hi.astype(str))
-    params = rows["job_id"].map(job_text).fillna("")
-    several = params.groupby(rows["task"]).transform("nunique") > 1
-    title = rows["task"] + ", " + pd.Series(span, index=rows.index)
-    title = title.where(~several, title + "\n" + params)
-    return rows.assign(_panel=title, _line=rows["label"].astype(str))
+        return rows.assign(_panel=pd.Series(dtype=str), _line=pd.Series(dtype=str),
+                           _x=pd.Series(dtype=float), _lo=pd.Series(dtype=float),
+                           _hi=pd.Series(dtype=float))
+    params = _job_params(evals[evals["setting"] == "main"])  # before de-duplication
+    titles, lows, highs = [], [], []
+    varying: dict[str, list[str]] = {}
+    for task, g in rows.groupby("task"):
+        jobs = [params.get(j, {}) for j in g["job_id"].unique()]
+        keys = sorted({k for p in jobs for k in p})
+        varying[str(task)] = [k for k in keys if len({repr(p.get(k)) for p in jobs}) > 1]
+    for rec in rows.to_dict("records"):
+        lo, hi = int(rec["train_len_min"]), int(rec["train_len_max"])
+        title = f"{rec['task']}, train {hi}" if lo == hi else f"{rec['task']}, train {lo}..{hi}"
+        own = params.get(rec["job_id"], {})
+        shown = [f"{k}={own.get(k)}" for k in varying[str(rec["task"])]]
+        titles.append(title + (", " + ", ".join(shown) if shown else ""))
+        if x == "eval_seq_len":
+            lows.append(float(lo))
+            highs.append(float(hi))
+        else:
+            value = own.get(x.removeprefix("param_"))
+            lows.append(float(value) if value is not None else math.nan)
+            highs.append(float(value) if value is not None else math.nan)
+    xs = pd.to_numeric(rows[x], errors="coerce").astype(float)
+    return rows.assign(_panel=titles, _line=rows["label"].astype(str), _x=xs, _lo=lows,
+                       _hi=highs)
 
 
 def _length_ticks(ax: Any, lengths: Sequence[float]) -> None:
@@ -132,7 +170,7 @@ def _length_ticks(ax: Any, lengths: Sequence[float]) -> None:
     values = sorted({float(v) for v in lengths if pd.notna(v) and v > 0})
     if not values:
         return
-    if len(values) > 12:
+    if len(values) > 8:
         lo, hi = math.floor(math.log2(values[0])), math.ceil(math.log2(values[-1]))
         step = max(1, math.ceil((hi - lo + 1) / 10))
         values = [2.0 ** k for k in range(lo, hi + 1, step)]
@@ -155,65 +193,80 @@ def _style(model: str) -> tuple[str, str, Any]:
 
 
 def extrapolation_figure(evals: pd.DataFrame, metric: str | None = None, *,
-                         rows: pd.DataFrame | None = None, columns: int = 4) -> Figure:
+                         rows: pd.DataFrame | None = None, columns: int = 4,
+                         x: str = "eval_seq_len") -> Figure:
     """Metric vs evaluation length, one panel per task and training setting, one line per
     model (see the module docstring). ``rows`` (the :func:`seqbench.results.load.load` frame
     of the same results) gives the provenance caption; without it the caption names the
     suites and records only.
 
-    Artists carry gids the tests count: ``series`` (a model's mean line), ``seeds`` (its
-    min..max band), ``train`` (the training length or range), ``baseline``, ``failed``."""
+    ``x`` is the axis: ``eval_seq_len`` (default), or a task param the evaluation settings
+    override (``param_num_kv_pairs``: accuracy against the number of pairs, the job's own
+    value marked). Artists carry gids the tests count: ``series`` (a model's mean line),
+    ``seeds`` (its min..max band), ``train`` (the training length or range), ``baseline``,
+    ``failed``."""
     from seqbench.catalog import MODELS
 
     name = _metric(evals, metric)
     col, base = f"metric_{name}", f"baseline_{name}"
-    data = panels(evals)
+    data = panels(evals, x)
     if data.empty:
         raise SpecError("results", name, "no evaluation records with this metric to plot")
-    order = list(dict.fromkeys(data.sort_values(["task", "train_len_max"])["_panel"]))
+    order = list(dict.fromkeys(data.sort_values(["task", "train_len_max", "_hi"])["_panel"]))
+    axis = ("evaluation length (seq_len)" if x == "eval_seq_len"
+            else x.removeprefix("param_") + " (evaluated)")
     n_cols = min(columns, len(order))
     n_rows = math.ceil(len(order) / n_cols)
-    fig, axes = plots.new_figure(n_rows, n_cols, f"{name} vs evaluation length")
+    fig, axes = plots.new_figure(n_rows, n_cols, f"{name} vs {axis.split(' (')[0]}")
     models = dict(zip(data["label"], data["model"], strict=False))
     styles = {label: _style(models[label]) for label in
               sorted(models, key=lambda lb: (MODELS.order(models[lb]), lb))}
     for ax, panel in zip(axes.flat, order, strict=False):
         sub = data[data["_panel"] == panel]
         ok = sub[(sub["status"] == "ok") & sub[col].notna()]
-        per_len = ok.groupby(["_line", "eval_seq_len"])[col].agg(["mean", "min", "max"])
-        for line, g in per_len.groupby(level="_line", sort=False):
-            colour, marker, dash = styles[str(line)]
-            x = g.index.get_level_values("eval_seq_len").astype(float)
-            many = len(x) > 40
-            ax.plot(x, g["mean"], color=colour, marker=None if many else marker,
+        per_len = ok.groupby(["_line", "_x"])[col].agg(["mean", "min", "max"])
+        for line in [s for s in styles if s in set(ok["_line"])]:  # registry order
+            g = per_len.loc[line]
+            colour, marker, dash = styles[line]
+            xs = g.index.astype(float)
+            many = len(xs) > 40
+            ax.plot(xs, g["mean"], color=colour, marker=None if many else marker,
                     linestyle=dash, linewidth=1.5, markersize=4, gid="series", label=line)
             if ok[ok["_line"] == line]["seed"].nunique() > 1:
-                ax.fill_between(x, g["min"], g["max"], color=colour, alpha=0.18, linewidth=0,
+                ax.fill_between(xs, g["min"], g["max"], color=colour, alpha=0.18, linewidth=0,
                                 gid="seeds")
-        lo, hi = float(sub["train_len_min"].min()), float(sub["train_len_max"].max())
-        if lo == hi:
+        lo, hi = float(sub["_lo"].min()), float(sub["_hi"].max())
+        if math.isnan(lo):
+            pass
+        elif lo == hi:
             ax.axvline(hi, color="0.3", linestyle=":", linewidth=1.2, gid="train")
         else:
             ax.axvspan(lo, hi, color="0.5", alpha=0.15, linewidth=0, gid="train")
         if base in sub.columns and sub[base].notna().any():
-            b = sub.dropna(subset=[base]).groupby("eval_seq_len")[base].mean()
+            b = sub.dropna(subset=[base]).groupby("_x")[base].mean()
             ax.plot(b.index.astype(float), b.values, color="0.25", linestyle="--",
                     linewidth=1.0, gid="baseline")
         failed = sub[sub["status"] != "ok"]
         for line, g in failed.groupby("_line", sort=False):
-            ax.plot(g["eval_seq_len"].astype(float), [0.04] * len(g), color=styles[str(line)][0],
+            ax.plot(g["_x"], [0.04] * len(g), color=styles[str(line)][0],
                     transform=ax.get_xaxis_transform(), clip_on=False, gid="failed",
                     **plots.FAILED_MARK)
-        _length_ticks(ax, sub["eval_seq_len"])
+        _length_ticks(ax, sub["_x"])
         ax.set_title(panel, fontsize="small")
-        ax.set_xlabel("evaluation length (seq_len)")
+        ax.set_xlabel(axis)
         ax.set_ylabel(name)
     for ax in list(axes.flat)[len(order):]:
         ax.set_visible(False)
     handles: list[Any] = [Line2D([], [], color=c, marker=m, linestyle=ls, linewidth=1.5,
                                  markersize=4, label=label)
                           for label, (c, m, ls) in styles.items()]
-    handles.append(Patch(color="0.5", alpha=0.3, label="training length(s)"))
+    ranges = data["_lo"] != data["_hi"]
+    trained = "training length" if x == "eval_seq_len" else "trained value"
+    if ranges.any():
+        handles.append(Patch(color="0.5", alpha=0.3, label=trained + "s"))
+    if (~ranges).any():
+        handles.append(Line2D([], [], color="0.3", linestyle=":", linewidth=1.2,
+                              label=trained))
     if (data["status"] != "ok").any():
         handles.append(Line2D([], [], color="0.25", label="setting failed (oom, error)",
                               **plots.FAILED_MARK))
@@ -223,8 +276,10 @@ def extrapolation_figure(evals: pd.DataFrame, metric: str | None = None, *,
     caption = (provenance.caption(rows) if rows is not None and not rows.empty else
                f"{len(data)} evaluation records of {data['job_id'].nunique()} jobs from "
                f"{', '.join(dict.fromkeys(data['suite'].astype(str)))}")
-    fig.supxlabel(caption + "; band: min..max over seeds", fontsize=plots.CAPTION_PT,
-                  color="0.35", x=0.01, ha="left")
+    width_chars = int(fig.get_figwidth() * 72 / (plots.CAPTION_PT * 0.55))
+    fig.supxlabel(textwrap.fill(caption + "; line: mean over seeds, band: min..max over seeds",
+                                width_chars), fontsize=plots.CAPTION_PT, color="0.35", x=0.01,
+                  ha="left")
     return fig
 
 
@@ -292,9 +347,10 @@ def table_markdown(table: pd.DataFrame) -> str:
 # --- into a report folder ----------------------------------------------------------------------
 def write(results: str | Path | Sequence[str | Path], out: str | Path,
           formats: Sequence[str] = plots.FORMATS) -> list[Path]:
-    """The extrapolation figure (when any job has evaluation settings) and the Chomsky table
-    (when any Chomsky task was evaluated beyond training) under the report folder ``out``;
-    returns the files written."""
+    """The extrapolation figures (when any job has evaluation settings: ``extrapolation``
+    for the tasks evaluated at other lengths, ``extrapolation_<param>`` for those evaluated
+    at other values of one param) and the Chomsky table (when any Chomsky task was evaluated
+    beyond training) under the report folder ``out``; returns the files written."""
     from seqbench.results.load import load, load_evals
 
     evals = load_evals(results, warn=False)
@@ -302,9 +358,17 @@ def write(results: str | Path | Sequence[str | Path], out: str | Path,
     if evals.empty or not (evals["setting"] == "eval").any():
         return written
     out = Path(out)
-    with plots.style():
-        fig = extrapolation_figure(evals, rows=load(results, warn=False))
-    written += plots.save(fig, out / "figures" / "extrapolation", formats)
+    rows = load(results, warn=False)
+    axes: dict[str, list[str]] = {}  # axis -> tasks evaluated along it
+    for task, g in evals.groupby("task", sort=False):
+        if (g["setting"] == "eval").any():
+            axes.setdefault(axis_of(g), []).append(str(task))
+    for x, names in axes.items():
+        with plots.style():
+            fig = extrapolation_figure(evals[evals["task"].isin(names)], rows=rows, x=x)
+        stem = ("extrapolation" if x == "eval_seq_len"
+                else f"extrapolation_{x.removeprefix('param_')}")
+        written += plots.save(fig, out / "figures" / stem, formats)
     scores = chomsky_scores(evals[evals["task"].isin(list(CHOMSKY_LEVELS))])
     if not scores.empty:
         (out / "tables").mkdir(parents=True, exist_ok=True)

@@ -295,11 +295,15 @@ def data_error(manifest: Manifest, problem: Problem, data_dir: Path | None = Non
 
 
 def require(name: str, data_dir: Path) -> Manifest:
-    """Cheap pre-flight check (existence and size): raise a one-line SpecError on a problem."""
+    """Cheap pre-flight check (existence and size): raise a one-line SpecError on a problem.
+
+    A file that is there but wrong is reported before one that is missing: a wrong file is bad
+    input (a plain SpecError), while missing files alone are :class:`DataMissing`."""
     manifest = load_manifest(name)
     found = problems(manifest, data_dir, deep=False)
     if found:
-        raise data_error(manifest, found[0], data_dir)
+        first = min(found, key=lambda p: p.status == "missing")  # stable: wrong files first
+        raise data_error(manifest, first, data_dir)
     return manifest
 
 
