@@ -82,7 +82,7 @@ SPEC_CASES = [
     ("unknown-model-param", edit("models.0.params.foo", 1), ["foo", "gru"]),
     ("unknown-task-param", edit("tasks", [{"name": "smnist", "seq_lens": [784],
                                            "params": {"noise": 1}}]),
-     ["params.noise", "'noise'", "allowed keys: split_seed"]),
+     ["params.noise", "'noise'", "allowed keys: dataset, split_seed"]),
     ("lr-negative", edit("train.lr", -1), ["train.lr", "-1", "greater than 0"]),
     ("lr-nan", edit("train.lr", math.nan), ["train.lr", "nan", "finite number"]),
     ("optimizer-unknown", edit("train.optimizer", "rmsprop"), ["train.optimizer", "'rmsprop'",

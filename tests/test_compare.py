@@ -18,6 +18,7 @@ from seqbench.results.compare import (
     REGRESSION,
     SAME,
     compare,
+    compare_across_devices,
     mann_whitney_u,
 )
 
@@ -68,24 +69,17 @@ def verdicts(result, quantity: str) -> dict[str, str]:
 
 # --- the U test ----------------------------------------------------------------------------
 
-def test_mann_whitney_matches_scipy_exact_and_asymptotic():
-    stats = pytest.importorskip("scipy.stats")
+def test_mann_whitney_is_scipys_two_sided_test():
+    import scipy.stats
+
     rng = np.random.default_rng(1)
-    for m, n, ties in [(4, 6, False), (12, 9, False), (40, 35, False), (15, 18, True)]:
-        a, b = rng.normal(0, 1, m), rng.normal(0.7, 1, n)
-        if ties:
-            a, b = np.round(a, 1), np.round(b, 1)
-        method = "asymptotic" if ties or max(m, n) > 20 else "exact"
-        expected = stats.mannwhitneyu(a, b, method=method)
-        u, p = mann_whitney_u(a, b)
-        assert u == pytest.approx(expected.statistic)
-        assert p == pytest.approx(expected.pvalue, rel=1e-9)
-
-
-def test_mann_whitney_exact_extremes_without_scipy():
-    # complete separation of 3 vs 3: only 2 of the C(6,3)=20 orderings are as extreme
+    a, b = rng.normal(0, 1, 12), rng.normal(0.7, 1, 9)
+    expected = scipy.stats.mannwhitneyu(a, b, alternative="two-sided")
+    assert mann_whitney_u(a, b) == pytest.approx((expected.statistic, expected.pvalue))
+    # complete separation of 3 vs 3: only 2 of the C(6,3) = 20 orderings are as extreme
     assert mann_whitney_u([1, 2, 3], [4, 5, 6]) == (0.0, pytest.approx(2 / 20))
-    assert mann_whitney_u([7, 7, 7], [7, 7, 7])[1] == 1.0
+    assert mann_whitney_u([7, 7, 7], [7, 7, 7])[1] == 1.0  # nothing differs
+    assert mann_whitney_u([1.0, float("nan"), 2.0], [3.0, 4.0])[1] == pytest.approx(1 / 3)
 
 
 # --- compare ------------------------------------------------------------------------------
@@ -179,6 +173,32 @@ def test_rows_match_only_on_the_same_device():
     new = grid(models=("lstm",), lengths=(64,), device="Other CPU", slowdown=2.0)
     result = compare(base, new)
     assert result.matched == 0 and result.other_device == 1 and result.findings == []
+    why = result.refusal()
+    assert "BASE has 1 configuration(s) on Test CPU, NEW has 1 on Other CPU" in why
+    assert "--across-devices" in why
+
+
+def test_across_devices_matches_on_config_hash_and_says_so():
+    base = grid()
+    new = grid(device="Other CPU", slowdown=2.0)
+    result = compare_across_devices(base, new)
+    assert result.matched == 4 and result.other_device == 0  # every (model, length)
+    assert set(verdicts(result, "train tok/s").values()) == {REGRESSION}
+    assert {f.device for f in result.findings} == {"Test CPU -> Other CPU"}
+    assert "ACROSS DEVICES" in result.header() and "Other CPU" in result.header()
+    # seeds still pair within a configuration: a status change is named by its seed
+    new[0]["status"] = "oom"
+    changed = compare_across_devices(base, new)
+    assert [f.quantity for f in changed.findings if f.quantity.startswith("status")] == [
+        "status (seed 0)"]
+
+
+def test_refusal_without_a_common_configuration_names_what_each_run_holds():
+    base = grid(models=("lstm",))
+    new = grid(models=("gru",), lengths=(64, 256, 1024))
+    why = compare(base, new).refusal()
+    assert "no configuration (config hash) is in both runs" in why
+    assert "BASE has 2 configuration(s)" in why and "NEW has 3" in why
 
 
 # --- the command --------------------------------------------------------------------------
@@ -209,4 +229,15 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert cli(["compare", str(base), str(other)]) == 2  # nothing in common
     assert cli(["compare", str(base), str(base), "--threshold", "0.9"]) == 2
     err = capsys.readouterr().err
-    assert "other devices" in err and "--threshold" in err
+    assert "other devices" in err and "--across-devices" in err and "--threshold" in err
+
+
+def test_cli_across_devices(tmp_path, capsys):
+    base = write_run(tmp_path / "base", grid())
+    other = write_run(tmp_path / "other", grid(device="Other CPU", slowdown=2.0))
+    md = tmp_path / "compare.md"
+    assert cli(["compare", str(base), str(other), "--across-devices", "--markdown",
+                str(md)]) == 1
+    out = capsys.readouterr().out
+    assert "ACROSS DEVICES" in out and "Test CPU" in out and "Other CPU" in out
+    assert "ACROSS DEVICES" in md.read_text()

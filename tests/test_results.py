@@ -252,14 +252,17 @@ def test_parquet_round_trip_keeps_rows_and_nested_jobs(tmp_path):
     pd.testing.assert_frame_equal(back[cols], frame[cols], check_dtype=False)
 
 
-def test_load_accepts_a_list_and_later_paths_win(tmp_path):
+def test_load_accepts_a_list_and_keeps_the_same_job_of_each_path_apart(tmp_path):
     old = make_row(metrics={"accuracy": 0.1})
     new = {**old, "metric_accuracy": 0.7}
     (tmp_path / "a.jsonl").write_text(json.dumps(old))
     (tmp_path / "b.jsonl").write_text(json.dumps(new))
-    with pytest.warns(ResultsWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResultsWarning)  # two runs are not re-runs
         frame = load([tmp_path / "a.jsonl", tmp_path / "b.jsonl"])
-    assert frame["metric_accuracy"].tolist() == [0.7]
+    assert frame["metric_accuracy"].tolist() == [0.1, 0.7]
+    assert frame["run"].tolist() == ["a", "b"]
+    assert frame["label"].tolist() == ["LSTM [a]", "LSTM [b]"]
 
 
 def test_stream_rows_at_several_context_positions_are_all_kept(tmp_path):
@@ -283,24 +286,16 @@ def test_mean_std_n_match_hand_computed_values(stats):
         10 * math.log(8) / 120)
 
 
-def test_bootstrap_ci_contains_the_mean_and_lies_within_the_data(stats):
-    ok = stats[stats["n"] >= 2]
-    assert len(ok) > 10
+def test_intervals_of_the_fixture_are_student_t_and_absent_below_three_seeds(stats):
+    ok = stats[stats["n"] >= 3]
+    assert len(ok) > 10 and set(ok["ci_method"]) == {"t"}
     assert (ok["ci_low"] <= ok["mean"]).all() and (ok["mean"] <= ok["ci_high"]).all()
-    c = cell(stats, "lstm", 100, "metric_accuracy")
-    assert 0.7 - 1e-12 <= c["ci_low"] < 0.8 < c["ci_high"] <= 0.9 + 1e-12
-
-
-def test_bootstrap_ci_is_seeded_and_matches_a_direct_resampling():
-    from seqbench.results.stats import bootstrap_ci
-
-    x = np.array([0.9, 0.8, 0.7])
-    rng = np.random.default_rng(7)
-    means = x[rng.integers(0, 3, size=(500, 3))].mean(axis=1)
-    expected = tuple(np.quantile(means, [0.025, 0.975]))
-    assert bootstrap_ci(x, n_boot=500, seed=7) == pytest.approx(expected)
-    assert bootstrap_ci(x, n_boot=500, seed=7) == bootstrap_ci(x, n_boot=500, seed=7)
-    assert all(math.isnan(v) for v in bootstrap_ci(np.array([0.5])))
+    c = cell(stats, "lstm", 100, "metric_accuracy")  # 0.9, 0.8, 0.7: mean 0.8, s = 0.1
+    h = 4.302652729749464 * 0.1 / math.sqrt(3)  # t_{0.975, 2} x s / sqrt(n)
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((0.8 - h, 0.8 + h))
+    two = cell(stats, "lstm", 50, "metric_mse", task="adding")  # 2 seeds: no interval
+    assert two["ci_method"] == "none" and math.isnan(two["ci_low"]) and two["n"] == 2
+    assert (two["min"], two["max"]) == pytest.approx((0.16, 0.32))
 
 
 def test_failed_seeds_are_counted_not_dropped(stats):
@@ -318,7 +313,7 @@ def test_summary_table_has_one_row_per_cell_with_status(df):
     assert list(table.columns) == ["task", "model", "seq_len", "metric", "value",
                                    "train tokens/s", "peak memory (MiB)", "status"]
     row = table[(table.model == "LSTM") & (table.seq_len == 100)].iloc[0]
-    assert row["metric"] == "accuracy ↑" and row["value"] == "0.80 ± 0.10"
+    assert row["metric"] == "accuracy ↑" and row["value"] == "0.80 ± 0.25"  # t, n = 3
     assert row["peak memory (MiB)"] == "150" and row["status"] == "ok"
     dead = table[(table.model == "Transformer") & (table.seq_len == 200)].iloc[0]
     assert dead["status"] == "3 oom" and dead["value"] == "-"
@@ -404,8 +399,9 @@ def test_memory_plot_marks_oom_where_it_happened(df):
 def test_pareto_plot_has_a_point_per_model_and_the_front(df):
     fig = plots.pareto(df, seq_len=100, n_boot=N_BOOT)
     ax = fig.axes[0]
-    offsets = ax.collections[0].get_offsets()
-    assert len(offsets) == 3  # LSTM, GRU, Transformer at L=100
+    points = [c for c in ax.collections if c.get_gid() == "points"]
+    assert sorted(c.get_label() for c in points) == ["GRU", "LSTM", "Transformer"]  # at L=100
+    assert all(len(c.get_offsets()) == 1 for c in points)
     front = gid_lines(ax, "front")[0]
     # GRU: 0.97 at ~1e5 tokens/s; LSTM: 0.8 at ~2e5; transformer is beaten by both
     assert list(front.get_ydata()) == pytest.approx([0.97, 0.8])
@@ -496,13 +492,17 @@ def test_html_page_parses_and_references_no_external_file(report_dir):
 def test_report_tables_hold_the_right_numbers(report_dir):
     tex = (report_dir / "tables" / "copy_accuracy.tex").read_text()
     gru = next(line for line in tex.splitlines() if line.startswith("GRU"))
-    assert r"\textbf{0.970" in gru  # best at L=100 (higher is better), bold
+    # L=100: GRU 0.97 vs LSTM 0.8 and Transformer 0.55 is not separated by Welch + Holm at
+    # n = 3/3/2: no mark there; L=200: GRU 0.7 vs LSTM 0.2 is (p = 0.004): bold
+    assert r"0.970 $\pm$ 0.050 (n=3) & \textbf{0.70 $\pm$ 0.25} (n=3) \\" in gru
     lstm = next(line for line in tex.splitlines() if line.startswith("LSTM"))
-    assert r"0.80 $\pm$ 0.10 (3)" in lstm and r"\textbf" not in lstm
+    assert r"0.80 $\pm$ 0.25 (n=3)" in lstm and r"\textbf" not in lstm
     tr = next(line for line in tex.splitlines() if line.startswith("Transformer"))
-    assert r"0.550 $\pm$ 0.050 (2; 1 oom) & 3 oom \\" in tr  # partial, then all seeds failed
+    # two ok seeds: the mean and the range, never a 95% interval; then all seeds failed
+    assert r"0.550 (n=2; range 0.500..0.600; 1 oom) & 3 oom \\" in tr
+    assert "No best at 100" in tex
     md = (report_dir / "report.md").read_text()
-    assert "0.80 ± 0.10 (3)" in md and "3 oom" in md
+    assert "0.80 ± 0.25 (n=3)" in md and "3 oom" in md and "Student-t" in md
     assert "Test CPU" in md and "aaaaaaaaaa" in md and "fixture (ffffffffffff)" in md
     stats = pd.read_csv(report_dir / "stats.csv")
     lstm_row = stats[(stats.model == "lstm") & (stats.seq_len == 100)
@@ -510,10 +510,11 @@ def test_report_tables_hold_the_right_numbers(report_dir):
     assert lstm_row["mean"] == pytest.approx(0.8) and lstm_row["n"] == 3
 
 
-def test_lower_is_better_metrics_bold_the_smallest(report_dir):
+def test_two_seeds_never_bold_a_best_they_cannot_separate(report_dir):
     tex = (report_dir / "tables" / "adding_mse.tex").read_text()
     gru = next(line for line in tex.splitlines() if line.startswith("GRU"))
-    assert r"\textbf{" in gru  # 0.0015 < 0.24
+    # GRU 0.0015 < LSTM 0.24, but two seeds each: Welch p = 0.2, a tie, and both tie
+    assert r"\textbf{" not in gru and "No best at 50" in tex
 
 
 def test_cli_report_and_plot(tmp_path, capsys):

@@ -54,14 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from seqbench.execution.base import exit_code_of, signal_of, stop_on_sigterm
+
     try:
-        return int(importlib.import_module(COMMANDS[args.command][0]).main(args) or 0)
+        with stop_on_sigterm():  # SIGTERM stops any command as Ctrl-C does, with one line
+            return int(importlib.import_module(COMMANDS[args.command][0]).main(args) or 0)
     except SeqbenchError as exc:
         print(f"seqbench: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("seqbench: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"seqbench: interrupted ({signal_of(exc)}); finished jobs are kept, rerun to "
+              "resume", file=sys.stderr)
+        return exit_code_of(exc)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from seqbench.errors import SpecError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+",
-                   help="results directories, .jsonl or .parquet files (later ones win)")
+                   help="results directories, .jsonl or .parquet files (each a run of its own)")
     p.add_argument("--metric", default=None,
                    help="what to plot: a task metric (accuracy, mse, ...) or a measurement "
                         "(train_tokens_per_s, peak_mem_bytes, ...); default: the primary metric")
@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default="plot.png", help="output .png, .pdf or .svg")
     p.add_argument("--logy", action=argparse.BooleanOptionalAction, default=None,
                    help="log y axis (default: log for throughput, memory and latency)")
-    p.add_argument("--no-band", action="store_true", help="no 95%% CI bands")
+    p.add_argument("--no-band", action="store_true",
+                   help="no 95%% CI bands (drawn only where a cell has 3 or more seeds)")
     p.add_argument("--no-baseline", action="store_true", help="no trivial-baseline line")
     p.add_argument("--style", default=None, help="matplotlib style name or .mplstyle file")
     p.add_argument("--context", default="paper", help="paper, notebook, talk or poster")

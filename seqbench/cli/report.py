@@ -14,12 +14,15 @@ VECTOR_FORMATS = ("pdf", "svg")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+",
-                   help="results directories, .jsonl or .parquet files (later ones win)")
+                   help="results directories, .jsonl or .parquet files; each is a run of its "
+                        "own (a `run` column): rows of several runs are kept, never merged")
     p.add_argument("-o", "--out", default=None,
                    help="report directory (default: RESULTS/report for one results directory)")
     p.add_argument("--vector", default="pdf", help="vector figure format beside the PNG: "
                    f"{' or '.join(VECTOR_FORMATS)} (default pdf)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--n-boot", type=int, default=2000,
+                   help="BCa bootstrap resamples, for cells of 30 or more seeds (default 2000; "
+                        "3-29 seeds: Student-t interval; fewer: no interval)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--title", default=None, help="report title (default: the suite names)")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from seqbench.config.overrides import Overrides
 from seqbench.errors import SpecError
+from seqbench.execution.base import exit_code_of
 from seqbench.execution.local import LocalExecutor
 
 
@@ -144,17 +145,25 @@ def main(args: argparse.Namespace) -> int:
     progress = RichProgress(out_console, header=f"seqbench ({executor.name} executor)")
     try:
         run_sweep(sweep, executor, progress)
-    except KeyboardInterrupt:
-        recorded = len(sweep.recorded) + len(sweep.written)
-        print(f"seqbench: interrupted; {recorded} of {len(sweep.jobs)} jobs recorded in {out} "
-              "(running ones as interrupted); rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(interrupted_line(sweep, exc), file=sys.stderr)
+        return exit_code_of(exc)
     print_summary(out, out_console)
     if not args.no_report:
         write_report(out, out_console)
     out_console.print(f"results: {out / 'results.jsonl'} (one file per job in {out / 'jobs'})")
     return 0
+
+
+def interrupted_line(sweep: Any, exc: BaseException) -> str:
+    """What an interrupted sweep says, in one line: the signal, what is recorded, how to go on."""
+    from seqbench.execution.base import signal_of
+
+    stopped = sum(r.status == "interrupted" for r in sweep.written)
+    finished = len(sweep.written) - stopped
+    return (f"seqbench: interrupted ({signal_of(exc)}); {finished} job(s) finished and "
+            f"{stopped} stopped (recorded as interrupted) in {sweep.out}, "
+            f"{len(sweep.recorded)} recorded before; rerun the same command to resume")
 
 
 def write_report(out: Path, console: Any) -> None:

@@ -4,7 +4,9 @@ For every model the length doubles until the model runs out of memory (under the
 memory cap) or past its time budget; longer lengths are recorded as ``skipped``. Streaming
 latency is measured at the spec's context positions. Afterwards the log-log slopes of time and
 memory against length are fitted per model and written to ``complexity.json`` beside the rows,
-and a table prints each model's frontier, slopes and FLOP utilisation. A rerun into the same
+a table prints each model's frontier, slopes and FLOP utilisation, and a report is written to
+``<out>/report`` as ``seqbench run`` does (frontier, slopes with the points used, throughput,
+memory, streaming latency and state size; ``--no-report`` skips it). A rerun into the same
 directory resumes: recorded jobs are not run again and the frontier is decided from them.
 """
 
@@ -42,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run nothing: refit the stored rows and print the tables")
     p.add_argument("--probe", action="store_true",
                    help="measure the device's matmul/copy peak again (keeps the best seen)")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the report (figures, tables, fits) written after the sweep")
     add_spawn_argument(p)
     add_override_arguments(p)
 
@@ -87,6 +91,10 @@ def main(args: argparse.Namespace) -> int:
         "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "measurement_overhead": overhead, "curves": curves})
     print_tables(curves, rows, overhead, out_console)
+    if not args.no_report:
+        from seqbench.cli.run import write_report
+
+        write_report(out, out_console)
     out_console.print(f"results: {out / 'results.jsonl'}; fits: {out / COMPLEXITY_FILE}")
     return 0
 
@@ -129,12 +137,14 @@ def probe_peaks(suite: Suite, refresh: bool, console: Any) -> None:
 def _fmt(value: Any, spec: str = ".3g", scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return format(value * scale, spec)
+    text = format(value * scale, spec)
+    return text.replace("-", "", 1) if text.lstrip("-0.") == "" and text.startswith("-") else text
 
 
 def describe_row(row: Row) -> str:
     """One finished scale or stream job with its measurements."""
     from seqbench.cli.progress import row_line
+    from seqbench.results.columns import fmt_bytes
 
     r = row.to_dict()
     if row.status != "ok":
@@ -142,7 +152,7 @@ def describe_row(row: Row) -> str:
     head = f"  {row.kind} {row.task} L={row.seq_len} {row.model} B={row.batch_size}: "
     if row.kind == "stream":
         return head + (f"ok step {_fmt(r.get('stream_step_s_median'), '.3g', 1e3)} ms, "
-                       f"state {_fmt(r.get('state_bytes'), '.0f', 2**-10)} KiB, prefill "
+                       f"state {fmt_bytes(r.get('state_bytes'))}, prefill "
                        f"{_fmt(r.get('prefill_s'))} s "
                        f"({_fmt(r.get('worker_wall_s'), '.1f')} s)")
     return head + (f"ok train {_fmt(r.get('train_step_s_median'))} s/step, fwd "
@@ -155,6 +165,8 @@ def describe_row(row: Row) -> str:
 def print_tables(curves: list[dict[str, Any]], rows: list[dict[str, Any]],
                  overhead: dict[str, Any], console) -> None:
     from rich.table import Table
+
+    from seqbench.results.columns import fmt_bytes
 
     def slope(curve: dict[str, Any], metric: str) -> str:
         fit = curve["fits"].get(metric)
@@ -189,7 +201,7 @@ def print_tables(curves: list[dict[str, Any]], rows: list[dict[str, Any]],
         else:
             stream.add_row(c["model"], str(c["frontier_len"]), c["stopped_by"] or "-",
                            slope(c, "stream_step_s_median"), slope(c, "state_bytes"),
-                           _fmt(last.get("state_bytes"), ".0f"),
+                           fmt_bytes(last.get("state_bytes")),
                            f"{_fmt(last.get('stream_step_s_median'), '.3g', 1e3)} ms")
     console.print(scale)
     console.print(stream)

@@ -24,13 +24,18 @@ from seqbench.config.yaml_strict import parse_yaml
 from seqbench.errors import SpecError
 
 NAMED_LISTS = ("models", "tasks")
+MAX_SET_CHARS = 64 << 10  # one --set value: a number, a list, a small mapping
 
 
 def _parse_value(text: str, flag: str) -> Any:
+    if len(text) > MAX_SET_CHARS:
+        raise SpecError(flag, text, f"the value is {len(text):,} characters; at most "
+                        f"{MAX_SET_CHARS:,}")
     try:
         return parse_yaml(text, flag) if text.strip() else ""
     except SpecError as exc:
-        raise SpecError(flag, text, f"the value {exc.allowed}") from None
+        key = f"key {exc.field!r}: " if exc.field != "spec" else ""
+        raise SpecError(flag, text, f"the value is refused: {key}{exc.allowed}") from None
 
 
 def _step(node: Any, key: str, path: str, flag: str, create: bool) -> tuple[Any, Any]:

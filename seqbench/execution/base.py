@@ -36,9 +36,30 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+_received: list[str] = []  # the signals stop_on_sigterm turned into Interrupted, last last
+
+
+def signal_of(exc: BaseException) -> str:
+    """The signal that stopped the driver: the one an :class:`Interrupted` names, or SIGTERM
+    when one arrived (a library may re-raise it as a plain KeyboardInterrupt, as Ray does),
+    else SIGINT (Ctrl-C)."""
+    if isinstance(exc, Interrupted):
+        return exc.signal_name
+    return _received[-1] if _received else "SIGINT"
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The shell's exit status for a process stopped by that signal: 128 + its number."""
+    return 128 + int(getattr(signal, signal_of(exc)))
+
+
 def interrupted_text(exc: BaseException) -> str:
-    name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-    return f"interrupted ({name}) before the job finished; a rerun runs it again"
+    """The error text of a job stopped because the driver was interrupted by ``exc`` (or,
+    for any other exception, because the driver failed)."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return (f"stopped when the driver failed ({type(exc).__name__}) before the job "
+                "finished; a rerun runs it again")
+    return f"interrupted ({signal_of(exc)}) before the job finished; a rerun runs it again"
 
 
 @contextmanager
@@ -47,7 +68,10 @@ def stop_on_sigterm() -> Iterator[None]:
     a sweep exactly as Ctrl-C does (the previous handler is restored afterwards)."""
 
     def handler(signum: int, frame: object) -> None:
+        _received.append("SIGTERM")
         raise Interrupted("SIGTERM")
+
+    _received.clear()
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

@@ -187,7 +187,7 @@ class ZygoteDied(RuntimeError):
 class Zygote:
     """A ``python -m seqbench.worker --zygote`` fork server that runs one job at a time."""
 
-    def __init__(self, start_timeout_s: float = 300) -> None:
+    def __init__(self, start_timeout_s: float = 300, wait: bool = True) -> None:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
         # should anything in the zygote ask whether CUDA is available, PyTorch answers through
         # NVML instead of initialising the driver, which would make CUDA unusable in every child
@@ -195,12 +195,26 @@ class Zygote:
         self.proc = subprocess.Popen(worker_command("--zygote"), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
                                      start_new_session=True, preexec_fn=child_setup(), env=env)
+        # the zygote dies with the thread that started it (PR_SET_PDEATHSIG)
+        self.thread = threading.current_thread()
         self._buf = b""
-        hello = self._read(time.monotonic() + start_timeout_s)
+        self._start_timeout_s = start_timeout_s
+        self.baseline_rss = 0
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait for the zygote's hello (its idle child's peak RSS)."""
+        hello = self._read(time.monotonic() + self._start_timeout_s)
         if hello is None:
             self.close()
-            raise ZygoteDied(f"the fork server did not start within {start_timeout_s:g} s")
+            raise ZygoteDied(f"the fork server did not start within "
+                             f"{self._start_timeout_s:g} s")
         self.baseline_rss = int(hello["baseline_rss"])
+
+    def usable(self) -> bool:
+        """Alive, and so is the thread that started it (the zygote dies with it)."""
+        return self.proc.poll() is None and self.thread.is_alive()
 
     def _stderr_tail(self) -> str:
         self._stderr.seek(0)
@@ -246,14 +260,14 @@ class Zygote:
         return int(reply["status"]), int(reply["rss"]), timed_out
 
     def close(self) -> None:
+        """Stop the zygote at once: it holds nothing but imports, and a torch process takes
+        seconds to exit on its own."""
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
-                self.proc.stdin.close()  # end of input: the zygote exits
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+                self.proc.stdin.close()
+        if self.proc.poll() is None:
             kill_group(self.proc.pid)
-            self.proc.wait()
+        self.proc.wait()
         self._stderr.close()
 
 
@@ -283,15 +297,53 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._live: set[int] = set()  # process groups of running workers
         self._stopping = threading.Event()  # the driver was interrupted: kill, don't classify
+        self._stopped_by: BaseException = Interrupted()  # what interrupted it (for the rows)
         self._idle: queue.SimpleQueue[Zygote] = queue.SimpleQueue()
         weakref.finalize(self, _close_zygotes, self._idle)
         remove_stale_job_folders()
 
     def _zygote(self) -> Zygote:
+        """An idle zygote, or a new one. A zygote started from a thread of an earlier run's
+        pool died with that thread (``PR_SET_PDEATHSIG`` follows the starting thread): such
+        dead ones are dropped here instead of failing a job."""
+        while True:
+            try:
+                zygote = self._idle.get_nowait()
+            except queue.Empty:
+                return Zygote()
+            if zygote.usable():
+                return zygote
+            zygote.close()
+
+    def _prestart(self, count: int) -> None:
+        """Have ``count`` idle zygotes, started from this thread (so they outlive the pool's
+        threads) and concurrently (each imports torch)."""
+        keep: list[Zygote] = []
+        while len(keep) < count:
+            try:
+                zygote = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if zygote.usable():
+                keep.append(zygote)
+            else:
+                zygote.close()
+        started = [Zygote(wait=False) for _ in range(count - len(keep))]
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return Zygote()
+            for zygote in started:
+                try:
+                    zygote.ready()
+                except ZygoteDied:  # its job will start another and report if that fails
+                    zygote.close()
+                    continue
+                keep.append(zygote)
+        finally:
+            for zygote in started:
+                if zygote not in keep:  # failed, or interrupted while it imported
+                    kill_group(zygote.proc.pid)
+                    zygote.close()
+            for zygote in keep:
+                self._idle.put(zygote)
 
     def baseline_rss(self) -> int:
         """Peak RSS of an idle worker that imports what a job imports (measured once)."""
@@ -316,6 +368,8 @@ class LocalExecutor:
                                     start_new_session=True,
                                     preexec_fn=child_setup(job.cap_bytes))
             self._live.add(proc.pid)
+            if self._stopping.is_set():  # interrupted while it started: it goes at once
+                kill_group(proc.pid)
             try:
                 status, peak_rss, timed_out = wait_with_timeout(proc, job.timeout)
             except BaseException:  # Ctrl-C: the worker goes with the driver
@@ -335,6 +389,8 @@ class LocalExecutor:
         def started(pid: int) -> None:
             pids.append(pid)
             self._live.add(pid)
+            if self._stopping.is_set():  # interrupted while it started: it goes at once
+                kill_group(pid)
 
         request = {"in": str(in_path), "out": str(out_path), "err": str(err_path),
                    "cap": job.cap_bytes}
@@ -354,6 +410,9 @@ class LocalExecutor:
     def run_one(self, job: Job, context: RunContext) -> Row:
         """Run ``job`` in a fresh worker process and return its row (never raises for a job;
         an interruption of the driver propagates after the worker is gone)."""
+        if self._stopping.is_set():  # the driver is stopping: no new worker starts
+            return failed_row(job, context, "interrupted", interrupted_text(self._stopped_by),
+                              0.0)
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
             tmpdir = Path(tmp)
             in_path, out_path, err_path = tmpdir / "in.json", tmpdir / "out.json", tmpdir / "err"
@@ -376,7 +435,7 @@ class LocalExecutor:
                 with contextlib.suppress(ValueError):  # cannot happen with atomic writes
                     row = Row.from_dict(json.loads(out_path.read_text(encoding="utf-8")))
             if row is None and self._stopping.is_set():
-                row = failed_row(job, context, "interrupted", interrupted_text(Interrupted()),
+                row = failed_row(job, context, "interrupted", interrupted_text(self._stopped_by),
                                  wall)
             elif row is None:
                 oom_after = host_oom_kills()
@@ -390,8 +449,10 @@ class LocalExecutor:
             row.update(baseline_rss_bytes=baseline, peak_mem_bytes=max(0, peak_rss - baseline))
         return row
 
-    def kill_all(self) -> None:
-        """Kill every running worker (the driver is stopping)."""
+    def kill_all(self, reason: BaseException | None = None) -> None:
+        """Kill every running worker (the driver is stopping, interrupted by ``reason``)."""
+        if reason is not None:
+            self._stopped_by = reason
         self._stopping.set()
         for pid in list(self._live):
             kill_group(pid)
@@ -412,6 +473,8 @@ class LocalExecutor:
                     raise
                 on_row(row)
             return
+        if self.start == "fork":
+            self._prestart(min(self.workers, len(jobs)))
         self.baseline_rss()
         with ThreadPoolExecutor(self.workers) as pool:
             futures = [pool.submit(self.run_one, job, context) for job in jobs]
@@ -420,10 +483,10 @@ class LocalExecutor:
                 for future in as_completed(futures):  # record each row as soon as it exists
                     recorded.add(id(future))
                     on_row(future.result())
-            except BaseException:  # Ctrl-C or a failing on_row: stop every running job now
+            except BaseException as exc:  # Ctrl-C or a failing on_row: stop every job now
                 for future in futures:
                     future.cancel()
-                self.kill_all()
+                self.kill_all(exc)
                 # the killed jobs return at once, as `interrupted` rows; keep every row
                 for future in futures:
                     if not future.cancelled() and id(future) not in recorded:

@@ -19,6 +19,12 @@ What Ray adds is placement, and these failure paths, decided in the driver:
   with the Ray worker: ``PR_SET_PDEATHSIG``);
 * an exception raised by the task itself (a bug, not a job failure) is an ``error`` row.
 
+A Ray started here for the run (no ``address``) goes with the driver even when the driver is
+killed with SIGKILL: its processes (GCS, raylet, the dashboard and runtime-env agents) are
+handed to a small reaper process, which kills whichever are still alive as soon as the
+driver's end of its pipe closes. (Ray fate-shares its GCS and raylet with the driver, but its
+agents outlived a killed driver by about two minutes.)
+
 At most as many tasks are in flight as the cluster can run at once, so a job's clock starts
 close to when it is scheduled. ``SEQBENCH_*`` environment variables of the driver (the data
 directory) are set in every task, since workers on other nodes do not inherit them.
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -38,7 +46,7 @@ from typing import Any
 
 from seqbench.config.job import Job
 from seqbench.errors import SpecError
-from seqbench.execution.base import OnRow, interrupted_text
+from seqbench.execution.base import OnRow, interrupted_text, stop_on_sigterm
 from seqbench.recording.rows import RunContext, failed_row
 from seqbench.recording.schema import Row
 
@@ -55,6 +63,74 @@ def import_ray():
         raise SpecError("--executor", "ray",
                         "needs Ray, not installed here: pip install 'seqbench[ray]'") from None
     return ray
+
+
+# the reaper: reads "pid create_time" lines until end of input (the driver closed the pipe or
+# died), then kills each of those processes that is still the same process
+REAPER = r"""
+import sys, psutil
+targets = set()
+for line in sys.stdin:
+    pid, created = line.split()
+    targets.add((int(pid), float(created)))
+for pid, created in targets:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - created) < 1e-3:
+            proc.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+class Reaper:
+    """A process that kills the Ray processes this driver started once the driver is gone.
+
+    Made just before ``ray.init``: the driver's children that appear after that (GCS, raylet,
+    ...) and everything below them are Ray's, and only those are handed over."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = subprocess.Popen([sys.executable, "-c", REAPER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, text=True)
+        self._before = {p.pid for p in psutil.Process().children()} | {self.proc.pid}
+        self._known: set[int] = set()
+
+    def watch_children(self) -> None:
+        """Hand the Ray processes started since, and their descendants, to the reaper."""
+        import psutil
+
+        assert self.proc.stdin is not None
+        found: list[psutil.Process] = []
+        for root in psutil.Process().children():
+            if root.pid in self._before:
+                continue
+            found.append(root)
+            try:
+                found += root.children(recursive=True)
+            except psutil.Error:
+                continue
+        for proc in found:
+            if proc.pid in self._known:
+                continue
+            try:
+                self.proc.stdin.write(f"{proc.pid} {proc.create_time()}\n")
+            except psutil.Error:
+                continue
+            self._known.add(proc.pid)
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        """Let the reaper kill what is left of this run's Ray, and wait for it."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 _LOCAL = None  # one LocalExecutor per Ray worker process: the idle baseline is measured once
@@ -116,6 +192,7 @@ class RayExecutor:
         self.task = task or run_in_fresh_worker
         self.init_kwargs = init_kwargs or {}
         self._owned = False  # this executor started or joined Ray, and leaves it after run()
+        self._reaper: Reaper | None = None  # for a Ray started here
 
     # --- cluster ----------------------------------------------------------------------------
     def check_address(self, timeout_s: float = 5.0) -> None:
@@ -140,14 +217,30 @@ class RayExecutor:
         kwargs: dict[str, Any] = {"log_to_driver": False, **self.init_kwargs}
         if self.address is None:  # a new Ray of our own, even if `ray start` ran here before
             kwargs.setdefault("include_dashboard", False)
+        if self.address is None:
+            self._reaper = Reaper()
         try:
             ray.init(address=self.address or "local", **kwargs)
         except ConnectionError as exc:
+            self._close_reaper()
             raise SpecError("--address", self.address,
                             f"no Ray cluster answers there ({str(exc).splitlines()[0]}); start "
                             "one with `ray start --head`") from None
+        except BaseException:
+            self._close_reaper()
+            raise
         self._owned = True
+        self._watch()
         return ray
+
+    def _watch(self) -> None:
+        if self._reaper is not None:
+            self._reaper.watch_children()
+
+    def _close_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
 
     def slots(self, ray: Any, job: Job) -> int:
         """Tasks in flight at once: ``workers``, or what the cluster holds of the job's needs."""
@@ -170,11 +263,15 @@ class RayExecutor:
             return
         ray = self.connect()
         try:
-            self._run(ray, jobs, context, on_row)
+            # ray.init installs its own SIGTERM handler (it aborts the driver, no row recorded):
+            # SIGTERM stops the sweep as Ctrl-C does, here too
+            with stop_on_sigterm():
+                self._run(ray, jobs, context, on_row)
         finally:
             if self._owned:
                 ray.shutdown()  # leaves a cluster joined by address running
                 self._owned = False
+            self._close_reaper()
 
     def _run(self, ray: Any, jobs: list[Job], context: RunContext, on_row: OnRow) -> None:
         remote = ray.remote(_task_entry)
@@ -184,6 +281,8 @@ class RayExecutor:
         inflight: dict[Any, _Attempt] = {}
         try:
             while queue or inflight:
+                if queue and len(inflight) < slots:
+                    self._watch()  # the Ray workers started for the last tasks, too
                 while queue and len(inflight) < slots:
                     job, number = queue.popleft()
                     ref = remote.options(max_retries=0, retry_exceptions=False,

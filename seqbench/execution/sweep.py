@@ -111,12 +111,20 @@ def run_sweep(sweep: Sweep, executor: Executor, progress: Progress | None = None
                              overrides=tuple(sweep.overrides.describe()), **code_provenance())
         jobs_by_id = {j.job_id: j for j in sweep.jobs}
 
-        def record(row: Row) -> None:
+        def write(row: Row) -> None:
             try:
                 store.write(row)
+            except OSError as exc:  # read-only, full or removed under the run: one line
+                reason = exc.strerror or str(exc)
+                raise SpecError("--out", str(sweep.out), f"cannot be written ({reason}); the "
+                                "rows recorded so far are kept") from None
+
+        def record(row: Row) -> None:
+            try:
+                write(row)
             except RowInvalid as exc:
                 row = invalid_row(row, jobs_by_id[row.job_id], context, exc.problems)
-                store.write(row)
+                write(row)
             sweep.written.append(row)
             if progress is not None:
                 progress.row(row)

@@ -60,8 +60,11 @@ def read_bytes_nofollow(path: Path, limit: int = MAX_ROW_FILE_BYTES) -> bytes:
     """A regular file's bytes, refusing symlinks (``O_NOFOLLOW``) and oversized files."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path} is not a regular file")
+        if info.st_size > limit:  # refused before a byte is read
+            raise OSError(f"{path} is larger than {limit} bytes")
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)

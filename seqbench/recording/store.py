@@ -36,6 +36,7 @@ import fcntl
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from seqbench.recording.reader import (
     ResultsDir,
     is_real_dir,
     is_regular,
+    read_bytes_nofollow,
     read_dir,
     read_suite_file,
 )
@@ -123,14 +125,41 @@ def write_json_atomic(path: str | os.PathLike[str], obj: dict[str, Any] | Row) -
     write_text_atomic(path, dumps(obj))
 
 
-def _append(path: Path, text: str) -> None:
-    """Append ``text`` to a regular file (created if missing), never through a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+def _append(path: Path, data: str | bytes) -> None:
+    """Append to a regular file (created if missing), never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                 0o644)
     try:
-        os.write(fd, text.encode("utf-8"))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError("--out", str(path), "must be a regular file")
+        view = memoryview(data.encode("utf-8") if isinstance(data, str) else data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def enclosing_results_dir(path: Path) -> Path | None:
+    """The nearest folder above ``path`` that is a seqbench results directory (its
+    ``suite.json`` names a suite), if any."""
+    try:
+        parents = Path(os.path.abspath(path)).parents
+    except (OSError, ValueError):
+        return None
+    for parent in parents:
+        if is_regular(parent / SUITE_FILE) and read_suite_file(parent)[0] is not None:
+            return parent
+    return None
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``, ... : the first name not taken."""
+    candidate, n = path, 0
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
 
 
 class ResultStore:
@@ -146,17 +175,21 @@ class ResultStore:
     # --- opening ----------------------------------------------------------------------------
     def check_writable(self, suite_name: str) -> dict[str, Any] | None:
         """Refuse (SpecError, nothing written) unless the folder is new, empty or this
-        suite's own; return its suite.json when it has one."""
+        suite's own, holds no link or special file where seqbench reads or writes, and is not
+        inside another results folder; return its suite.json when it has one."""
         root, flag = self.root, "--out"
         if os.path.lexists(root) and not root.is_dir():
             raise SpecError(flag, str(root), "must be a directory (it is a file)")
+        outer = enclosing_results_dir(root)
+        if outer is not None:
+            raise SpecError(flag, str(root), f"is inside the results directory {outer}; "
+                            "choose a folder outside it")
         if not root.exists():
             return None
         existing, problem = read_suite_file(root)
         if existing is None:
-            entries = list(root.iterdir())
-            if not entries:
-                return None
+            if not [p for p in root.iterdir() if not self._own_debris(p)]:
+                return None  # empty, or all a run that stopped before suite.json left
             if os.path.lexists(self.manifest):
                 raise SpecError(flag, str(root), f"holds an unreadable suite.json ({problem}); "
                                 "use a fresh directory")
@@ -167,14 +200,27 @@ class ResultStore:
                             f"not {suite_name!r}; choose another directory")
         for path, kind, ok in ((self.jobs_dir, "a directory", is_real_dir),
                                (self.jsonl, "a regular file", is_regular),
-                               (self.lock_path, "a regular file", is_regular)):
+                               (self.lock_path, "a regular file", is_regular),
+                               (self.root / DAMAGED, "a regular file", is_regular)):
             if os.path.lexists(path) and not ok(path):
                 raise SpecError(flag, str(path), f"must be {kind}, not a symlink or anything "
                                 "else; seqbench never writes through links")
+        if is_real_dir(self.jobs_dir):
+            for path in self.jobs_dir.iterdir():
+                if path.name.endswith((".json", ".damaged")) and not is_regular(path):
+                    raise SpecError(flag, str(path), "must be a regular file, not a symlink "
+                                    "or anything else; seqbench never reads or writes "
+                                    "through links")
         if not os.access(root, os.W_OK | os.X_OK) or (
                 self.jobs_dir.exists() and not os.access(self.jobs_dir, os.W_OK | os.X_OK)):
             raise SpecError(flag, str(root), "is not writable by this user")
         return existing
+
+    def _own_debris(self, path: Path) -> bool:
+        """What a run leaves before it writes suite.json: the lock file, an empty jobs/."""
+        if path == self.lock_path:
+            return is_regular(path)
+        return path == self.jobs_dir and is_real_dir(path) and not any(path.iterdir())
 
     def open_for(self, suite_name: str, spec_hash: str, spec: dict[str, Any],
                  overrides: list[str] | None = None) -> None:
@@ -189,6 +235,15 @@ class ResultStore:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise SpecError("--out", str(self.root), "is not writable by this user")
         self.lock()
+        try:
+            self._open(existing, suite_name, spec_hash, spec, overrides)
+        except OSError as exc:  # a read-only or full file system: one line, lock released
+            self.close()
+            reason = exc.strerror or str(exc)
+            raise SpecError("--out", str(self.root), f"cannot be written ({reason})") from None
+
+    def _open(self, existing: dict[str, Any] | None, suite_name: str, spec_hash: str,
+              spec: dict[str, Any], overrides: list[str] | None) -> None:
         manifest: dict[str, Any] = existing or {"format": FORMAT, "suite": suite_name}
         changed = existing is None
         if manifest.get("spec_hash") != spec_hash:
@@ -307,15 +362,19 @@ class ResultStore:
         found = self.read()
         damaged = [p for p in found.problems if p.where.startswith(str(self.jsonl) + ":")]
         if damaged:
-            raw = self.jsonl.read_bytes().split(b"\n")
+            raw = read_bytes_nofollow(self.jsonl, limit=1 << 40).split(b"\n")
             bad = {int(p.where.rsplit(":", 1)[1]) for p in damaged}
-            with open(self.root / DAMAGED, "ab") as side:
-                side.write(b"".join(raw[n - 1] + b"\n" for n in sorted(bad)))
+            _append(self.root / DAMAGED, b"".join(raw[n - 1] + b"\n" for n in sorted(bad)))
             write_text_atomic(self.jsonl, "".join(dumps(r) + "\n" for _, r in found.jsonl_rows))
             self.notes.append(f"moved {len(bad)} unreadable line(s) of {JSONL} to {DAMAGED}")
         restored = found.only_in_jsonl()
         for job_id in restored:
-            write_json_atomic(self.job_path(job_id), found.jsonl_latest[job_id])
+            path = self.job_path(job_id)
+            if os.path.lexists(path):  # an unreadable job file: kept aside, never overwritten
+                aside = _free_name(path.with_name(path.name + ".damaged"))
+                os.rename(path, aside)
+                self.notes.append(f"moved the unreadable {path.name} to {aside.name}")
+            write_json_atomic(path, found.jsonl_latest[job_id])
         if restored:
             self.notes.append(f"restored {len(restored)} row(s) found only in {JSONL} to "
                               f"{JOBS_DIR}/")

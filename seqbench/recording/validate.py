@@ -84,6 +84,8 @@ def _check_identity(row: dict[str, Any]) -> list[str]:
     elif isinstance(chash, str) and isinstance(jid, str) and jid != f"{chash[:16]}-s{seed}":
         out.append(f"job_id {jid!r} does not match config_hash and seed "
                    f"(expected {chash[:16]}-s{seed})")
+    if _is_number(seed) and not (isinstance(seed, int) and 0 <= seed < 2**63):
+        out.append(f"seed {_short(seed)} is not an integer in [0, 2^63)")
     job = row.get("job")
     if isinstance(job, dict) and isinstance(chash, str):
         if config_hash_of(job) != chash:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from seqbench.errors import SpecError
+from seqbench.results.text import shorten as shorten  # re-exported for report cells
 
 METRIC = "metric_"
 BASELINE = "baseline_"
@@ -93,35 +94,79 @@ def resolve(df: pd.DataFrame, name: str, *, what: str = "metric",
 
 
 def fmt_num(x: float, sig: int = 3) -> str:
-    """A number for a table cell: ``sig`` significant digits, readable at any magnitude."""
-    if x is None or pd.isna(x) or not math.isfinite(x):
-        return "-"
-    a = abs(x)
-    if a == 0:
-        return "0"
-    if a >= 1e6 or a < 1e-3:
-        return f"{x:.{sig - 1}e}"
-    if a >= 10 ** (sig - 1):
-        return f"{x:,.0f}"
-    return f"{x:.{sig - 1 - math.floor(math.log10(a))}f}"
+    """A number on its own: ``sig`` significant digits, readable at any magnitude (columns of
+    numbers use :class:`Notation`, so that one column keeps one format)."""
+    return Notation.of([x]).fmt(x, sig)
+
+
+SCI_BELOW, SCI_FROM = 1e-3, 1e9  # a column with a nonzero |value| outside these: scientific
+
+
+@dataclass(frozen=True)
+class Notation:
+    """One number format for a whole column: fixed (``0.1608``, ``152,337``) or scientific
+    (``1.61e-01``), chosen once from all of the column's values, so a column never mixes the
+    two. Digits follow each cell's own uncertainty (two significant digits of its half-width)."""
+
+    scientific: bool = False
+
+    @classmethod
+    def of(cls, values) -> Notation:
+        finite = [abs(float(v)) for v in values if v is not None and not pd.isna(v)
+                  and math.isfinite(float(v)) and float(v) != 0]
+        return cls(any(a < SCI_BELOW or a >= SCI_FROM for a in finite))
+
+    def fmt(self, x: float, sig: int = 3) -> str:
+        if x is None or pd.isna(x) or not math.isfinite(x):
+            return "-"
+        if x == 0:
+            return "0"
+        if self.scientific:
+            return f"{x:.{sig - 1}e}"
+        magnitude = math.floor(math.log10(abs(x)))
+        if magnitude >= sig - 1:
+            return f"{x:,.0f}"
+        return f"{x:.{sig - 1 - magnitude}f}"
+
+    def many(self, values, sig: int = 3) -> list[str]:
+        return [self.fmt(v, sig) for v in values]
+
+    def fmt_ci(self, mean: float, low: float, high: float) -> str:
+        """``mean ± h`` where ``mean ± h`` covers the whole interval (h is its larger side), h to
+        two significant digits and the mean rounded to the same place."""
+        if mean is None or pd.isna(mean):
+            return "-"
+        if pd.isna(low) or pd.isna(high):
+            return self.fmt(mean)
+        h = max(high - mean, mean - low)
+        if not h > 0:
+            return f"{self.fmt(mean)} ± 0"
+        place = math.floor(math.log10(h)) - 1  # the decimal place of h's second digit
+        if self.scientific:
+            if mean == 0:
+                return f"0 ± {h:.1e}"
+            digits = min(6, max(1, math.floor(math.log10(abs(mean))) - place))
+            return f"{mean:.{digits}e} ± {h:.1e}"
+        if place >= 0:  # large numbers: round both to h's second significant digit
+            return f"{round(mean, -place):,.0f} ± {round(h, -place):,.0f}"
+        decimals = min(-place, 9)
+        return f"{mean:,.{decimals}f} ± {h:,.{decimals}f}"
 
 
 def fmt_ci(mean: float, low: float, high: float) -> str:
-    """``mean ± h`` where ``mean ± h`` covers the whole interval (h is its larger side), h to
-    two significant digits and the mean rounded to the same place."""
-    if pd.isna(mean):
+    """One ``mean ± h`` cell on its own (see :meth:`Notation.fmt_ci`)."""
+    return Notation.of([mean]).fmt_ci(mean, low, high)
+
+
+def fmt_bytes(n: float | None) -> str:
+    """A byte size in the unit that fits: ``256 B``, ``36.0 KiB``, ``8.00 MiB``, ``1.50 GiB``."""
+    if n is None or pd.isna(n) or not math.isfinite(n):
         return "-"
-    if pd.isna(low) or pd.isna(high):
-        return fmt_num(mean)
-    h = max(high - mean, mean - low)
-    if not h > 0:
-        return f"{fmt_num(mean)} ± 0"
-    decimals = 1 - math.floor(math.log10(h))
-    if decimals > 5 or abs(mean) >= 1e9:
-        return f"{mean:.2e} ± {h:.1e}"
-    if decimals <= 0:  # large numbers: round both to h's second significant digit
-        return f"{round(mean, decimals):,.0f} ± {round(h, decimals):,.0f}"
-    return f"{mean:,.{decimals}f} ± {h:,.{decimals}f}"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+    return f"{n:.0f} B"
 
 
 def primary_metric(rows: pd.DataFrame) -> str | None:

@@ -1,27 +1,27 @@
 """Regression comparison of two runs: what got slower, hungrier or less accurate.
 
-Rows of BASE and NEW are matched by configuration (``config_hash``), device (``device_name``)
-and, for streaming rows, context position; seeds pair up within a match. For each match:
+Rows of BASE and NEW are matched by configuration (``config_hash``), machine (``device_name``)
+and, for streaming rows, context position (:func:`seqbench.results.identity.config_key`, the
+definition ``load`` and the report share); seeds pair up within a match.
+:func:`compare_across_devices` matches on the configuration alone, to compare two machines, and
+the output says so. For each match:
 
 * **speed** (training, forward-only and streaming tokens/s): the ratio of the two medians must
   pass ``threshold`` (default 1.1, either way) *and* the per-repetition step times
   (``<mode>_step_s_samples``, every seed's pooled) must differ by a two-sided Mann-Whitney U
-  test at ``alpha`` (default 0.01), the test asv compare uses. A change that passes only one of
-  the two is reported as noise, not flagged. Rows without samples fall back to the ratio.
+  test at ``alpha`` (default 0.01, ``scipy.stats.mannwhitneyu``), the test asv compare uses. A
+  change that passes only one of the two is reported as noise, not flagged. Rows without samples
+  fall back to the ratio.
 * **memory** (``peak_mem_bytes``): one number per run, no repetitions, so the ratio alone.
 * **status**: any change of a seed's status is always flagged (ok -> oom, ok -> diverged, ...);
   leaving ``ok`` is a regression, reaching ``ok`` an improvement.
 * **task metrics** (every ``metric_<m>`` with ``higher_is_better_<m>``; means over the seeds ok
   in both runs): worse by more than ``atol + rtol x |base|`` is a regression.
 
-The Mann-Whitney U test (Mann & Whitney 1947) is implemented here in plain Python/numpy: the
-exact distribution of U for small samples without ties, the normal approximation with tie and
-continuity corrections otherwise (the same p-values as ``scipy.stats.mannwhitneyu``).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from seqbench.results.columns import HIGHER, MEASURES, METRIC, fmt_num
+from seqbench.results.identity import config_key, machine
 
 THRESHOLD = 1.1  # a speed or memory ratio must reach this (either way) to count
 ALPHA = 0.01  # significance level of the Mann-Whitney U test on step-time samples
 METRIC_ATOL = 0.01  # a task metric may get worse by atol + rtol x |base| before it is flagged
 METRIC_RTOL = 0.05
-EXACT_MAX_N = 20  # exact U distribution up to this many samples per side (no ties)
 
 # what is compared: row column -> (short name, per-repetition step times in seconds, or None)
 QUANTITIES = {"train_tokens_per_s": ("train tok/s", "train_step_s_samples"),
@@ -50,54 +50,25 @@ REGRESSION, IMPROVEMENT, NOISE, SAME = "regression", "improvement", "noise", "un
 
 # --- Mann-Whitney U ------------------------------------------------------------------------
 
-@functools.cache
-def _u_counts(m: int, n: int) -> tuple[int, ...]:
-    """How many orderings of m x's and n y's give U = u (x's beating y's), u = 0..mn."""
-    if m == 0 or n == 0:
-        return (1,)
-    out = [0] * (m * n + 1)
-    for u, c in enumerate(_u_counts(m - 1, n)):  # the largest value is an x: it beats all n y's
-        out[u + n] += c
-    for u, c in enumerate(_u_counts(m, n - 1)):  # the largest value is a y
-        out[u] += c
-    return tuple(out)
-
-
-def _average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks with ties given their average rank, and the size of each tie group."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts  # 0-based position of each distinct value's first copy
-    return (first + (counts + 1) / 2.0)[inverse], counts
-
-
 def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Two-sided Mann-Whitney U test: (U of ``x``, p-value).
+    """Two-sided Mann-Whitney U test (Mann & Whitney 1947) of ``x`` against ``y``:
+    (U of ``x``, p-value), by ``scipy.stats.mannwhitneyu`` (exact for small samples without
+    ties, the normal approximation with tie and continuity corrections otherwise)."""
+    import scipy.stats
 
-    Exact when both samples have at most :data:`EXACT_MAX_N` values and no ties; otherwise the
-    normal approximation with tie correction and continuity correction.
-    """
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    m, n = len(a), len(b)
-    if m == 0 or n == 0:
+    if len(a) == 0 or len(b) == 0:
         raise ValueError("both samples need at least one finite value")
-    ranks, ties = _average_ranks(np.concatenate([a, b]))
-    u = float(ranks[:m].sum() - m * (m + 1) / 2)
-    if max(m, n) <= EXACT_MAX_N and ties.max() == 1:
-        counts = _u_counts(m, n)
-        tail = sum(counts[: int(min(u, m * n - u)) + 1])  # the distribution is symmetric
-        return u, min(1.0, 2.0 * tail / math.comb(m + n, m))
-    N = m + n
-    var = m * n / 12.0 * ((N + 1) - float((ties**3 - ties).sum()) / (N * (N - 1)))
-    if var <= 0:  # every value equal
-        return u, 1.0
-    z = max(0.0, abs(u - m * n / 2.0) - 0.5) / math.sqrt(var)
-    return u, min(1.0, math.erfc(z / math.sqrt(2.0)))
+    if np.ptp(np.concatenate([a, b])) == 0:  # every value equal: nothing differs
+        return len(a) * len(b) / 2.0, 1.0
+    result = scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method="auto")
+    return float(result.statistic), float(result.pvalue)
 
 
 # --- matching and judging ------------------------------------------------------------------
 
-Key = tuple[str, str, Any]  # (config_hash, device_name, context_len or None)
+Key = tuple  # identity.config_key: (config_hash, context_len[, machine])
 
 
 def _num(value: Any) -> float:
@@ -113,12 +84,6 @@ def _samples(value: Any) -> list[float]:
     if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         return []
     return [v for v in (_num(x) for x in value) if math.isfinite(v)]
-
-
-def key_of(row: dict[str, Any]) -> Key:
-    context = _num(row.get("context_len"))
-    return (str(row.get("config_hash", "")), str(row.get("device_name") or ""),
-            int(context) if math.isfinite(context) else None)
 
 
 def describe(row: dict[str, Any]) -> str:
@@ -161,6 +126,11 @@ class Comparison:
     only_new: int = 0
     other_device: int = 0  # configurations in both runs, but each on a different device
     settings: dict[str, float] = field(default_factory=dict)
+    across_devices: bool = False  # matched on the configuration alone
+    base_devices: list[str] = field(default_factory=list)  # machines of each side's rows
+    new_devices: list[str] = field(default_factory=list)
+    base_configs: int = 0  # distinct configurations of each side
+    new_configs: int = 0
 
     @property
     def regressions(self) -> list[Finding]:
@@ -178,6 +148,29 @@ class Comparison:
         ratios = [f.ratio for f in self.findings
                   if f.quantity in speeds and math.isfinite(f.ratio) and f.ratio > 0]
         return (float(np.median(ratios)) if ratios else math.nan), len(ratios)
+
+    def header(self) -> str:
+        """How rows were matched: on one machine, or across two (said explicitly)."""
+        if self.across_devices:
+            return ("matched on configuration (config hash) alone, ACROSS DEVICES: BASE on "
+                    f"{' / '.join(self.base_devices) or '?'}, NEW on "
+                    f"{' / '.join(self.new_devices) or '?'}; speed and memory ratios compare "
+                    "the machines as much as the code")
+        return "matched on configuration (config hash) and device"
+
+    def refusal(self) -> str:
+        """Why nothing matched, with what each side holds (empty when something matched)."""
+        if self.matched:
+            return ""
+        sides = (f"BASE has {self.base_configs} configuration(s) on "
+                 f"{' / '.join(self.base_devices) or 'no device'}, NEW has {self.new_configs} on "
+                 f"{' / '.join(self.new_devices) or 'no device'}")
+        if self.other_device:
+            return (f"no configuration ran on the same device in both runs: {sides}; "
+                    f"{self.other_device} configuration(s) are in both but on other devices "
+                    "(pass --across-devices to compare them on config hash alone)")
+        return (f"no configuration (config hash) is in both runs: {sides} (different suites, "
+                "spec versions or settings?)")
 
     def summary(self) -> str:
         text = (f"{self.matched} configurations matched: {len(self.regressions)} regressions, "
@@ -277,20 +270,40 @@ def _metrics(base: list[dict], new: list[dict], atol: float, rtol: float) -> lis
 def compare(base_rows: Iterable[dict[str, Any]], new_rows: Iterable[dict[str, Any]], *,
             threshold: float = THRESHOLD, alpha: float = ALPHA, metric_atol: float = METRIC_ATOL,
             metric_rtol: float = METRIC_RTOL) -> Comparison:
-    """Compare two runs' rows (see the module docstring for the rules)."""
+    """Compare two runs' rows measured on the same machine (see the module docstring)."""
+    return _compare(base_rows, new_rows, threshold, alpha, metric_atol, metric_rtol, False)
+
+
+def compare_across_devices(base_rows: Iterable[dict[str, Any]],
+                           new_rows: Iterable[dict[str, Any]], *, threshold: float = THRESHOLD,
+                           alpha: float = ALPHA, metric_atol: float = METRIC_ATOL,
+                           metric_rtol: float = METRIC_RTOL) -> Comparison:
+    """Compare two runs from different machines: configurations match on config hash alone
+    (:attr:`Comparison.header` says so), seeds still pair within a configuration."""
+    return _compare(base_rows, new_rows, threshold, alpha, metric_atol, metric_rtol, True)
+
+
+def _compare(base_rows: Iterable[dict[str, Any]], new_rows: Iterable[dict[str, Any]],
+             threshold: float, alpha: float, metric_atol: float, metric_rtol: float,
+             across_devices: bool) -> Comparison:
     groups: tuple[dict[Key, list], dict[Key, list]] = (defaultdict(list), defaultdict(list))
-    for side, rows in zip(groups, (base_rows, new_rows), strict=True):
+    devices: tuple[dict[str, None], dict[str, None]] = ({}, {})
+    for side, seen, rows in zip(groups, devices, (base_rows, new_rows), strict=True):
         for row in rows:
-            side[key_of(row)].append(row)
+            side[config_key(row, across_machines=across_devices)].append(row)
+            seen[machine(row)] = None
     base, new = groups
     result = Comparison(settings={"threshold": threshold, "alpha": alpha,
-                                  "metric_atol": metric_atol, "metric_rtol": metric_rtol})
+                                  "metric_atol": metric_atol, "metric_rtol": metric_rtol},
+                        across_devices=across_devices, base_devices=list(devices[0]),
+                        new_devices=list(devices[1]), base_configs=len({k[0] for k in base}),
+                        new_configs=len({k[0] for k in new}))
     matched = [k for k in base if k in new]
     result.matched = len(matched)
     result.only_base = sum(k not in new for k in base)
     result.only_new = sum(k not in base for k in new)
-    hashes_base = {k[0] for k in base if k not in new}
-    result.other_device = len({k[0] for k in new if k not in base} & hashes_base)
+    hashes_base = {k[:2] for k in base if k not in new}
+    result.other_device = len({k[:2] for k in new if k not in base} & hashes_base)
     for key in matched:
         b, n = base[key], new[key]
         found = _statuses(b, n)
@@ -300,8 +313,11 @@ def compare(base_rows: Iterable[dict[str, Any]], new_rows: Iterable[dict[str, An
                 found.append(measured)
         found += _metrics(b, n, metric_atol, metric_rtol)
         label = describe(n[0])
+        device = machine(n[0]) if not across_devices else (
+            f"{machine(b[0])} -> {machine(n[0])}" if machine(b[0]) != machine(n[0])
+            else machine(n[0]))
         for f in found:
-            f.config, f.config_hash, f.device = label, key[0], key[1]
+            f.config, f.config_hash, f.device = label, key[0], device
         result.findings += found
     return result
 
@@ -356,10 +372,13 @@ def to_markdown(result: Comparison, base: str, new: str, show_all: bool = False)
 
     from seqbench.results.writers import Table, md_table
 
-    lines = ["# seqbench compare\n", f"- BASE: `{base}`", f"- NEW: `{new}`",
-             f"- {result.summary()}", f"- {settings_text(result)}"]
+    from seqbench.results.writers import md_escape
+
+    lines = ["# seqbench compare\n", f"- BASE: {md_escape(base)}", f"- NEW: {md_escape(new)}",
+             f"- {md_escape(result.header())}", f"- {md_escape(result.summary())}",
+             f"- {md_escape(settings_text(result))}"]
     if devices_text(result):
-        lines.append(f"- {devices_text(result)}")
+        lines.append(f"- {md_escape(devices_text(result))}")
     columns, rows = table_rows(result, show_all)
     lines.append("")
     if rows:
@@ -375,7 +394,11 @@ def to_markdown(result: Comparison, base: str, new: str, show_all: bool = False)
 def print_table(result: Comparison, console: Any, show_all: bool = False) -> None:
     from rich.table import Table as RichTable
 
+    from rich.markup import escape
+
     style = {REGRESSION: "bold red", IMPROVEMENT: "green", NOISE: "dim", SAME: "dim"}
+    console.print(("[bold yellow]" if result.across_devices else "[dim]")
+                  + escape(result.header()) + "[/]")
     columns, rows = table_rows(result, show_all)
     if rows:
         table = RichTable(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -383,7 +406,8 @@ def print_table(result: Comparison, console: Any, show_all: bool = False) -> Non
             table.add_column(name, justify="right" if name in NUMERIC else "left",
                              no_wrap=name != "configuration")
         for row in rows:
-            table.add_row(*row, style=style[row[-1]])
+            table.add_row(*(escape(c) for c in row), style=style[row[-1]])
         console.print(table)
-    console.print(result.summary() + (f"; {devices_text(result)}" if devices_text(result) else ""))
+    console.print(escape(result.summary() + (f"; {devices_text(result)}" if devices_text(result)
+                                             else "")))
     console.print(f"[dim]{settings_text(result)}[/]")

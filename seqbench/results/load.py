@@ -5,7 +5,13 @@ streaming rows), the columns of :mod:`seqbench.recording.schema` with their unit
 file, a ``.parquet`` file, or a list of those. It never merges what must stay apart:
 
 * a truncated last JSONL line (a crash mid-append) is skipped and reported, not fatal;
-* a job stored more than once (a re-run) keeps its last row, and says so;
+* a job stored more than once in one run (a re-run) keeps its last row, and says so; the same
+  job in two runs (two directories or files) keeps both rows, told apart by ``run``
+  (:mod:`seqbench.results.identity` defines "the same job");
+* a row with a poisoned value (a seed of 10^30, a number where a name belongs, a string where a
+  number belongs, a non-finite number) is never fatal: a value that cannot be read is left
+  empty, a row whose identity (job, configuration, task, model, length, seed, status) cannot be
+  read is skipped, and either is said in a note;
 * rows of different ``schema_version`` are refused with a clear error;
 * rows with different ``config_hash`` are different experiments. Where two of them share a
   display key (task, model, seq_len) they get distinct ``variant`` labels (the job parameters
@@ -20,27 +26,33 @@ Columns added to the stored fields:
              model), e.g. ``d_model=128``
 ``label``    the model's display name from the registry, plus `` (variant)`` when there is one
 ``source``   the file the row was read from
+``run``      the run the row belongs to: the results directory's name (a file's name without
+             ``.jsonl``; ``results.jsonl`` names its directory), made unique over the paths
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from seqbench.errors import SpecError
 from seqbench.recording.reader import SUITE_FILE, read_rows, read_suite_file
-from seqbench.recording.schema import FIELDS, SCHEMA_VERSION
+from seqbench.recording.schema import FIELDS, PREFIXED, SCHEMA_VERSION
+from seqbench.results.identity import job_key
 
 ADDED_COLUMNS = {
     "variant": "'' or the job parameters that tell this configuration apart, e.g. d_model=128",
     "label": "model display name from the registry (+ ' (variant)')",
     "source": "file the row was read from",
+    "run": "the results directory (or file) the row was read from, unique per loaded path",
 }
 # keys that vary along a sweep inside one configuration, or stay out of its config hash
 # (timeout_s): they never name a variant
@@ -48,6 +60,9 @@ SWEEP_KEYS = frozenset({"seed", "seq_len", "input_len", "context_len", "timeout_
 _JSON_COLUMN_PREFIX = "seqbench_json:"  # parquet metadata marker for dict columns
 _REQUIRED_TO_LOAD = ("schema_version", "job_id", "config_hash", "kind", "task", "model",
                      "seq_len", "status")
+# a row whose value of one of these cannot be read cannot be placed in any table: skipped
+_IDENTITY = frozenset({*_REQUIRED_TO_LOAD, "seed", "context_len"})
+INT64 = 2**63
 
 
 class ResultsWarning(UserWarning):
@@ -97,10 +112,27 @@ def _read_path(path: Path, notes: Notes) -> list[dict[str, Any]]:
     rows, problems = read_rows(path)
     for problem in problems:
         notes.add(f"skipped: {problem}")
-    for row in rows:
-        if not isinstance(row, dict):
-            raise SpecError("results", str(path), "holds a row that is not a JSON object")
-    return [{**r, "source": str(path)} for r in rows]
+    bad = sum(not isinstance(r, dict) for r in rows)
+    if bad:
+        notes.add(f"skipped {bad} row(s) of {path} that are not JSON objects")
+    return [{**r, "source": str(path)} for r in rows if isinstance(r, dict)]
+
+
+def run_name(path: Path) -> str:
+    """The run a path holds: a directory's name; a file's name without its suffix, except
+    ``results.jsonl``, which names its directory."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name
+    if path.name == "results.jsonl":
+        return path.resolve().parent.name
+    return path.stem
+
+
+def run_names(paths: Sequence[Path]) -> list[str]:
+    """:func:`run_name` of each path, with the paths as given where two names collide."""
+    names = [run_name(p) for p in paths]
+    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
 
 
 def _canonical(row: dict[str, Any]) -> str:
@@ -109,28 +141,108 @@ def _canonical(row: dict[str, Any]) -> str:
 
 
 def _dedupe(rows: list[dict[str, Any]], notes: Notes) -> list[dict[str, Any]]:
-    """Keep the last row of each (job_id, context_len); report jobs stored with different rows."""
+    """Within each run keep the last row of each job (:func:`~seqbench.results.identity.job_key`);
+    report jobs stored with different rows. Runs are never merged."""
     latest: dict[tuple, dict[str, Any]] = {}
     versions: dict[tuple, set[str]] = {}
     for row in rows:
-        key = (row.get("job_id"), row.get("context_len"))
+        key = (row.get("run"), *job_key(row))
         latest.pop(key, None)  # re-insert, so the kept row takes the newest position
         latest[key] = row
         versions.setdefault(key, set()).add(_canonical(row))
-    rerun = sorted({str(k[0]) for k, v in versions.items() if len(v) > 1})
+    rerun = sorted({str(latest[k].get("job_id")) for k, v in versions.items() if len(v) > 1})
     if rerun:
         shown = ", ".join(rerun[:5]) + (", ..." if len(rerun) > 5 else "")
-        notes.add(f"{len(rerun)} job(s) stored more than once (re-runs); kept the last row "
-                     f"of each: {shown}")
+        notes.add(f"{len(rerun)} job(s) stored more than once in one run (re-runs); kept the "
+                  f"last row of each: {shown}")
     return list(latest.values())
 
 
-def _check_rows(rows: list[dict[str, Any]]) -> None:
+_TYPES = {f.name: f.type for f in FIELDS}
+
+
+def _bad_value(name: str, value: Any) -> tuple[Any, str]:
+    """``(clean value, '')`` or ``(None, why it cannot be read)`` for one stored value."""
+    kind = _TYPES.get(name)
+    if name.startswith(PREFIXED[:2]):
+        kind = "float"
+    elif name.startswith(PREFIXED[2]):
+        kind = "bool"
+    if value is None or kind is None:
+        return value, ""
+    if isinstance(value, np.generic):  # numpy scalars (rows read back from Parquet)
+        value = value.item()
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"not an integer ({type(value).__name__})"
+        if isinstance(value, float):
+            if value != value:  # NaN: missing
+                return None, ""
+            if not value.is_integer():
+                return None, "not an integer"
+        if not -INT64 <= value < INT64:
+            return None, "outside the 64-bit integer range"
+        return int(value), ""
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"not a number ({type(value).__name__})"
+        if isinstance(value, int) and not -2**1023 < value < 2**1023:
+            return None, "too large for a float"
+        number = float(value)
+        if number != number:
+            return None, ""
+        if number in (math.inf, -math.inf):
+            return None, "not finite"
+        return number, ""
+    if kind == "str":
+        return (value, "") if isinstance(value, str) else (None, f"not a string "
+                                                                 f"({type(value).__name__})")
+    if kind == "bool":
+        return (value, "") if isinstance(value, bool) else (None, "not true/false")
+    if kind == "dict":
+        return (value, "") if isinstance(value, dict) else (None, "not an object")
+    if kind == "list":
+        return (value, "") if isinstance(value, list) else (None, "not a list")
+    return value, ""
+
+
+def _clean(rows: list[dict[str, Any]], notes: Notes) -> list[dict[str, Any]]:
+    """Rows whose every value has its declared type. A value that cannot be read is left empty;
+    a row lacking a field it needs to be placed, or whose identity cannot be read, is skipped;
+    each case becomes one note (with a count and up to three examples)."""
+    kept: list[dict[str, Any]] = []
+    problems: dict[str, list[str]] = {}
+
+    def say(what: str, row: dict[str, Any]) -> None:
+        problems.setdefault(what, []).append(str(row.get("job_id", "?"))[:40])
+
     for row in rows:
         missing = [f for f in _REQUIRED_TO_LOAD if f not in row]
         if missing:
-            raise SpecError("results", row.get("source"),
-                            f"row {row.get('job_id', '?')} lacks field(s) {', '.join(missing)}")
+            say(f"skipped: lacks field(s) {', '.join(missing)}", row)
+            continue
+        clean, skip = dict(row), ""
+        for name, value in row.items():
+            fixed, why = _bad_value(name, value)
+            if not why:
+                clean[name] = fixed
+                continue
+            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
+            if name in _IDENTITY:
+                skip = f"skipped: {name}={shown} is {why}"
+                break
+            clean[name] = None
+            say(f"{name} {why}: left empty", row)
+        if skip:
+            say(skip, row)
+            continue
+        kept.append(clean)
+    for what, ids in problems.items():
+        notes.add(f"{len(ids)} row(s): {what} (e.g. {', '.join(ids[:3])})")
+    return kept
+
+
+def _check_rows(rows: list[dict[str, Any]]) -> None:
     found = sorted({row["schema_version"] for row in rows}, key=str)
     if len(found) > 1:
         raise SpecError("schema_version", found, "rows of different schema versions are not "
@@ -181,6 +293,7 @@ def model_display(model: str) -> str:
 
 def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
     """Add ``variant`` and ``label`` columns, warning where configurations share a display key.
+    A configuration found in several runs gets the run in its label: ``LSTM [run-b]``.
 
     Configurations are compared within (kind, task, model) after dropping the sweep keys, so a
     model swept over lengths is one variant, and the same model with another width is another.
@@ -215,6 +328,9 @@ def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
                      f"kept apart as variants {variants}")
     df["label"] = [model_display(m) + (f" ({v})" if v else "")
                    for m, v in zip(df["model"], df["variant"], strict=True)]
+    if "run" in df.columns and df["run"].nunique() > 1:  # one configuration in several runs
+        several = df.groupby(["kind", "task", "model", "variant"])["run"].transform("nunique") > 1
+        df.loc[several, "label"] = df.loc[several, "label"] + " [" + df.loc[several, "run"] + "]"
     return df
 
 
@@ -233,13 +349,15 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         elif col.startswith("higher_is_better_"):
             df[col] = df[col].astype("boolean")
+    df["run"] = df["run"].fillna("").astype(str) if "run" in df.columns else ""
     return df
 
 
 def load(path_or_paths: str | Path | Sequence[str | Path], *, warn: bool = True) -> pd.DataFrame:
     """Stored rows as a tidy DataFrame (see the module docstring for what is reported).
 
-    Rows keep their storage order; of a job stored twice the later one is kept. The schema's
+    Rows keep their storage order; of a job stored twice in one run the later one is kept; the
+    same job in several paths keeps a row per path (``run`` tells them apart). The schema's
     columns are always present (missing values are NaN / NA / ''), plus ``metric_<name>``,
     ``baseline_<name>``, ``higher_is_better_<name>`` per task metric and :data:`ADDED_COLUMNS`.
     ``df.attrs["notes"]`` lists what was reported while loading (as :class:`ResultsWarning`
@@ -249,11 +367,18 @@ def load(path_or_paths: str | Path | Sequence[str | Path], *, warn: bool = True)
         [path_or_paths] if isinstance(path_or_paths, (str, Path)) else path_or_paths)
     notes = Notes(warn)
     rows: list[dict[str, Any]] = []
-    for p in paths:
-        rows += _read_path(Path(p), notes)
+    path_list = [Path(p) for p in paths]
+    for p, run in zip(path_list, run_names(path_list), strict=True):
+        found = _read_path(p, notes)
+        rows += [{**r, "run": r["run"] if p.suffix == ".parquet" and isinstance(
+            r.get("run"), str) and r["run"] else run} for r in found]
+    where = [str(p) for p in path_list] if not isinstance(path_or_paths, (str, Path)) else str(
+        path_or_paths)
     if not rows:
-        raise SpecError("results", [str(p) for p in paths] if not isinstance(
-            path_or_paths, (str, Path)) else str(path_or_paths), "holds no rows")
+        raise SpecError("results", where, "holds no rows")
+    rows = _clean(rows, notes)
+    if not rows:
+        raise SpecError("results", where, "holds no readable rows: " + "; ".join(notes))
     _check_rows(rows)
     rows = _dedupe(rows, notes)
     df = _typed(pd.DataFrame(rows))

@@ -2,9 +2,13 @@
 state, any backend), each with its provenance in a caption and in the file's metadata.
 
 Every figure plots :func:`~seqbench.results.stats.aggregate` output, so a figure and a table
-show the same means and 95% bootstrap intervals. One line per configuration (model + variant);
-names, colours and order come from :data:`seqbench.catalog.MODELS`. Cells whose seeds all failed
-are marked with an ``x`` at their length, never silently left out.
+show the same means and intervals (a band only where there are 3 or more seeds). One line per
+configuration (model + variant + run); names, colours, markers, line styles and order come from
+:data:`seqbench.catalog.MODELS`, so models with equal values stay distinguishable, and on length
+axes points of several models that coincide at one length are spread slightly sideways
+(:func:`dodge_offsets`) so no model hides another. Error metrics that span a decade or more get a log axis; trivial baselines are
+drawn on top. Cells whose seeds all failed are marked with an ``x`` at their length, never
+silently left out. Every string from the rows is drawn literally (:func:`writers.mpl_escape`).
 
 - :func:`metric_vs_length`: task metric vs length (log2 x) with the trivial baseline, dashed;
 - :func:`throughput_vs_length`: training and forward tokens/s vs length (log-log);
@@ -34,7 +38,9 @@ from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
     LogFormatter,
+    LogFormatterSciNotation,
     MaxNLocator,
+    NullFormatter,
     NullLocator,
 )
 
@@ -42,13 +48,18 @@ from seqbench.errors import SpecError
 from seqbench.results import columns as C
 from seqbench.results import provenance
 from seqbench.results.stats import GROUP_KEYS, N_BOOT, aggregate, natural
+from seqbench.results.writers import mpl_escape
 
 FORMATS = ("png", "pdf")  # raster for the HTML page, vector for papers
 PANEL_IN = (3.6, 2.7)  # width, height of one subplot in inches
 LEGEND_IN = 1.9  # room for the legend right of the panels
 DPI = 200
 CAPTION_PT = 7.5  # provenance caption font size
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # variants of one model: same colour, new marker
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "d", "<", ">")  # a model's further variants
+LINESTYLES = ("-", "--", ":", "-.")
+DODGE = 0.025  # sideways step between coinciding points, as a fraction of the axis' octaves
+BASELINE_STYLE: dict[str, Any] = {"color": "0.15", "linestyle": (0, (4, 2.5)), "linewidth": 1.1,
+                                  "alpha": 0.9, "zorder": 6, "gid": "baseline"}
 FAILED_MARK: dict[str, Any] = {"marker": "x", "markersize": 8, "markeredgewidth": 2,
                                "linestyle": "none"}
 GRID_AXES = ("seq_len", "context_len")  # x axes along which rows are grouped
@@ -125,9 +136,13 @@ def series(df: pd.DataFrame, metric: str, x: str = "seq_len", *, hue: str = "mod
     return stats
 
 
-def line_styles(stats: pd.DataFrame, hue: str = "model") -> dict[str, tuple[str, str]]:
-    """``_line`` -> (colour, marker), in canonical order: models in registry order, their
-    registered colours; a model's variants share its colour and differ by marker."""
+Style = tuple[str, str, Any]  # colour, marker, line style
+
+
+def line_styles(stats: pd.DataFrame, hue: str = "model") -> dict[str, Style]:
+    """``_line`` -> (colour, marker, line style), in canonical order: models in registry order
+    with their registered colour, marker and line style; a model's further variants (or runs)
+    keep its colour and take the next unused marker and line style."""
     from seqbench.catalog import MODELS
 
     hues = list(dict.fromkeys(stats["_hue"]))
@@ -135,38 +150,97 @@ def line_styles(stats: pd.DataFrame, hue: str = "model") -> dict[str, tuple[str,
         hues.sort(key=MODELS.order)
         fallback = iter(sns.color_palette("colorblind", len(hues)).as_hex())
         colors = {h: MODELS[h].color if h in MODELS else next(fallback) for h in hues}
+        firsts = {h: (MODELS[h].marker, MODELS[h].linestyle) if h in MODELS else ("o", "-")
+                  for h in hues}
     else:
         colors = dict(zip(hues, sns.color_palette("colorblind", len(hues)).as_hex(),
                           strict=True))
-    styles = {}
+        firsts = {h: (MARKERS[i % len(MARKERS)], LINESTYLES[i % len(LINESTYLES)])
+                  for i, h in enumerate(hues)}
+    styles: dict[str, Style] = {}
     for h in hues:
         lines = sorted(dict.fromkeys(stats.loc[stats["_hue"] == h, "_line"]), key=natural)
+        marker, linestyle = firsts[h]
+        markers = [marker, *(m for m in MARKERS if m != marker)]
+        linestyles = [linestyle, *(ls for ls in LINESTYLES if ls != linestyle)]
         for i, line in enumerate(lines):
-            styles[line] = (colors[h], MARKERS[i % len(MARKERS)])
+            styles[line] = (colors[h], markers[i % len(markers)],
+                            linestyles[i % len(linestyles)])
     return styles
 
 
-def draw_lines(ax: Axes, stats: pd.DataFrame, styles: dict[str, tuple[str, str]],
-               factor: float = 1.0, *, band: bool = True) -> None:
-    """One line per ``_line`` through its means, a CI band, and an ``x`` where all seeds failed.
+COINCIDE = 0.03  # points closer than this fraction of the y range (linear or log) coincide
 
-    Lines get ``gid='series'``, failure marks ``gid='failed'`` (tests count them)."""
+
+def dodge_offsets(points: pd.DataFrame, order: Sequence[str], step: float,
+                  coincide: float = COINCIDE) -> pd.Series:
+    """A multiplicative x offset per point (index of ``points``, columns ``_line``, ``_x``,
+    ``_y``): 1 where a point stands alone, spread by ``step`` octaves around its length where
+    points of several lines coincide (closer than ``coincide`` of the y range, on a linear or
+    a log scale), in line order, so none hides another."""
+    y = points["_y"].astype(float)
+    span = float(y.max() - y.min()) if len(y) else 0.0
+    positive = bool(len(y)) and bool((y > 0).all())
+    log_span = float(np.log(y.max() / y.min())) if positive else 0.0
+    rank = {name: i for i, name in enumerate(order)}
+    out = pd.Series(1.0, index=points.index)
+    for _, at in points.groupby("_x", sort=False):
+        at = at.sort_values("_y")
+        clusters: list[list[Any]] = []
+        last = None
+        for idx, value in at["_y"].items():
+            close = last is not None and (
+                abs(value - last) <= coincide * span
+                or (positive and abs(np.log(value / last)) <= coincide * log_span))
+            if close:
+                clusters[-1].append(idx)
+            else:
+                clusters.append([idx])
+            last = value
+        for members in clusters:
+            if len(members) < 2:
+                continue
+            members.sort(key=lambda i: rank.get(points.at[i, "_line"], 0))
+            for k, idx in enumerate(members):
+                out[idx] = 2.0 ** (step * (k - (len(members) - 1) / 2))
+    return out
+
+
+def dodge_step(xs: Sequence[float]) -> float:
+    """The sideways step (octaves) for a length axis holding ``xs``: :data:`DODGE` of its span
+    (at least one octave's worth)."""
+    finite = [float(v) for v in xs if pd.notna(v) and v > 0]
+    span = np.log2(max(finite) / min(finite)) if finite else 1.0
+    return DODGE * max(float(span), 1.0)
+
+
+def draw_lines(ax: Axes, stats: pd.DataFrame, styles: dict[str, Style],
+               factor: float = 1.0, *, band: bool = True, dodge: bool = True) -> None:
+    """One line per ``_line`` through its means (its own colour, marker and line style), a CI
+    band where there is an interval, and an ``x`` where all seeds failed. ``dodge`` spreads
+    points of several lines that coincide at one length slightly sideways on a log x axis
+    (:func:`dodge_offsets`).
+
+    Lines get ``gid='series'`` and the line's name as label, bands ``gid='ci'``, failure marks
+    ``gid='failed'`` (tests count them)."""
     ok = stats[stats["n"] > 0].assign(_y=lambda d: d["mean"] * factor).dropna(subset=["_x"])
-    if not ok.empty:
-        before = len(ax.lines)
-        order = [s for s in styles if s in set(ok["_line"])]
-        sns.lineplot(data=ok, x="_x", y="_y", hue="_line", hue_order=order, style="_line",
-                     style_order=order, palette={s: styles[s][0] for s in order},
-                     markers={s: styles[s][1] for s in order}, dashes=False, errorbar=None,
-                     legend=False, ax=ax, markersize=5, linewidth=1.6, sort=True)
-        for line in ax.lines[before:]:
-            line.set_gid("series")
+    ok = ok[np.isfinite(ok["_y"].astype(float))]
+    order = [s for s in styles if s in set(ok["_line"])]
+    shift = (dodge_offsets(ok, order, dodge_step(stats["_x"])) if dodge and len(ok)
+             else pd.Series(1.0, index=ok.index))
+    for z, name in enumerate(order):
+        g = ok[ok["_line"] == name].sort_values("_x")
+        color, marker, linestyle = styles[name]
+        x = g["_x"].to_numpy(float) * shift[g.index].to_numpy(float)
+        ax.plot(x, g["_y"].to_numpy(float), color=color, marker=marker, linestyle=linestyle,
+                linewidth=1.5, markersize=5.5, markeredgecolor="white", markeredgewidth=0.6,
+                gid="series", label=mpl_escape(name), zorder=3 + z * 0.01)
         if band:
-            for name, g in ok.sort_values("_x").groupby("_line", sort=False):
-                g = g.dropna(subset=["ci_low"])
-                if len(g):
-                    ax.fill_between(g["_x"], g["ci_low"] * factor, g["ci_high"] * factor,
-                                    color=styles[name][0], alpha=0.18, linewidth=0, gid="ci")
+            b = g.dropna(subset=["ci_low"])
+            if len(b):
+                ax.fill_between(b["_x"].to_numpy(float) * shift[b.index].to_numpy(float),
+                                b["ci_low"] * factor, b["ci_high"] * factor,
+                                color=color, alpha=0.15, linewidth=0, gid="ci")
     mark_failed(ax, failed_cells(stats), styles)
 
 
@@ -176,7 +250,7 @@ def failed_cells(stats: pd.DataFrame) -> pd.DataFrame:
     return stats[(stats["n"] == 0) & stats["ran"]]
 
 
-def mark_failed(ax: Axes, cells: pd.DataFrame, styles: dict[str, tuple[str, str]],
+def mark_failed(ax: Axes, cells: pd.DataFrame, styles: dict[str, Style],
                 y: pd.Series | None = None) -> None:
     """An ``x`` per failed cell at its x; at ``y`` (data) when known, else at the axes' foot."""
     cells = cells.dropna(subset=["_x"])
@@ -203,19 +277,22 @@ def length_axis(ax: Axes, values: Sequence[float], label: str, *, base: int = 2)
         ax.xaxis.set_minor_locator(NullLocator())
         if len(ticks) > 1:
             pad = (ticks[-1] / ticks[0]) ** 0.06
-            ax.set_xlim(ticks[0] / pad, ticks[-1] * pad)
+            drawn = [x for line in ax.lines if line.get_gid() == "series"
+                     for x in np.asarray(line.get_xdata(), dtype=float) if x > 0]
+            low = min([ticks[0], *drawn]) / pad
+            high = max([ticks[-1], *drawn]) * pad
+            ax.set_xlim(low, high)
         if len(ticks) > 5:
             ax.tick_params(axis="x", labelrotation=45)
     ax.set_xlabel(label)
 
 
 def plain_number(x: float) -> str:
-    """A tick label without powers of ten: ``0.5``, ``2,000``, ``400k``, ``3M``."""
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e5, "k")):
+    """A tick label without powers of ten: ``0.5``, ``800``, ``40k``, ``400k``, ``3M``."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
-            div = 1e3 if suffix == "k" else div
-            return f"{x / div:,g}{suffix}"
-    return f"{x:,g}"
+            return f"{x / div:,.4g}{suffix}"
+    return f"{x:,.4g}"
 
 
 class PlainLogFormatter(LogFormatter):
@@ -225,17 +302,25 @@ class PlainLogFormatter(LogFormatter):
         return plain_number(x)
 
 
+PLAIN_FROM, PLAIN_BELOW = 1e-3, 1e6  # log axes within these are labelled 0.001 .. 500k
+
+
 def log_axis(ax: Axes, which: str = "y", values: Sequence[float] | None = None) -> None:
-    """Log scale on the ``which`` axis of ``ax``, ticks labelled as plain numbers. With
-    ``values`` spanning less than a decade the axis stays linear: a log axis would only crowd
-    its labels."""
+    """Log scale on the ``which`` axis of ``ax``. With ``values`` spanning less than a decade
+    the axis stays linear (a log axis would only crowd its labels). Tick labels have one
+    format per axis: plain numbers (``0.01``, ``2,000``, ``400k``) when every value lies in
+    [1e-3, 1e6), else powers of ten."""
     axis = getattr(ax, f"{which}axis")
-    finite = [v for v in values if pd.notna(v) and v > 0] if values is not None else []
+    finite = [float(v) for v in values if pd.notna(v) and v > 0] if values is not None else []
     if values is not None and (not finite or max(finite) < 10 * min(finite)):
         axis.set_major_locator(MaxNLocator(5))
         axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
         return
     getattr(ax, f"set_{which}scale")("log")
+    if finite and (min(finite) < PLAIN_FROM or max(finite) >= PLAIN_BELOW):
+        axis.set_major_formatter(LogFormatterSciNotation())
+        axis.set_minor_formatter(NullFormatter())
+        return
     axis.set_major_formatter(PlainLogFormatter())
     axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
@@ -245,27 +330,30 @@ def new_figure(n_rows: int, n_cols: int, title: str,
     size = figsize or (PANEL_IN[0] * n_cols + LEGEND_IN, PANEL_IN[1] * n_rows + 0.7)
     fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    fig.suptitle(title, fontweight="bold")
+    fig.suptitle(mpl_escape(title), fontweight="bold")
     fig.set_label(title)
     return fig, axes
 
 
-def finish(fig: Figure, rows: pd.DataFrame, styles: dict[str, tuple[str, str]],
+def finish(fig: Figure, rows: pd.DataFrame, styles: dict[str, Style],
            extra: Sequence[Line2D] = ()) -> Figure:
     """Legend right of the panels (one for the whole figure) and the provenance caption below."""
-    handles = [Line2D([], [], color=c, marker=m, linewidth=1.6, markersize=5, label=name)
-               for name, (c, m) in styles.items()]
+    handles = [Line2D([], [], color=c, marker=m, linestyle=ls, linewidth=1.5, markersize=5.5,
+                      markeredgecolor="white", markeredgewidth=0.6, label=mpl_escape(name))
+               for name, (c, m, ls) in styles.items()]
     handles += list(extra)
     if handles:
         fig.legend(handles=handles, loc="outside right center", frameon=False)
     width_chars = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.55))  # ~ glyph width
-    fig.supxlabel(textwrap.fill(provenance.caption(rows), width_chars), fontsize=CAPTION_PT,
+    fig.supxlabel(textwrap.fill(mpl_escape(provenance.caption(rows)), width_chars),
+                  fontsize=CAPTION_PT,
                   color="0.35", x=0.01, ha="left")
     return fig
 
 
 def baseline_handle() -> Line2D:
-    return Line2D([], [], color="0.25", linestyle="--", linewidth=1.2, label="trivial baseline")
+    style = {k: v for k, v in BASELINE_STYLE.items() if k not in ("zorder", "gid")}
+    return Line2D([], [], label="trivial baseline", **style)
 
 
 def failure_handles(frames, oom_seeds: bool = False) -> list[Line2D]:
@@ -305,13 +393,26 @@ def metric_vs_length(df: pd.DataFrame, metric: str | None = None, *, n_boot: int
     for ax, (task, col), stats in zip(axes[0], panels, frames, strict=True):
         draw_lines(ax, stats, styles)
         base = stats.dropna(subset=["baseline"]).groupby("_x")["baseline"].mean()
-        if len(base):
-            ax.plot(base.index, base.to_numpy(), color="0.25", linestyle="--", linewidth=1.2,
-                    gid="baseline", zorder=1)
+        draw_baseline(ax, base)
+        info = C.info(rows, col)
+        if info.higher_is_better is False:  # an error: log when it spans a decade
+            values = [*stats["mean"], *stats["ci_low"].dropna(), *base.to_numpy()]
+            log_axis(ax, "y", [v for v in values if pd.notna(v)])
         length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
-        ax.set_ylabel(C.info(rows, col).label)
-        ax.set_title(task)
+        ax.set_ylabel(mpl_escape(info.label))
+        ax.set_title(mpl_escape(task))
     return finish(fig, rows, styles, [baseline_handle(), *failure_handles(frames)])
+
+
+def draw_baseline(ax: Axes, base: pd.Series) -> None:
+    """The trivial baseline (x -> value) as a dashed line on top of the models' lines, so a
+    model sitting on it cannot hide it; one length: a horizontal line."""
+    if not len(base):
+        return
+    if len(base) == 1:
+        ax.axhline(float(base.iloc[0]), **BASELINE_STYLE)
+    else:
+        ax.plot(base.index, base.to_numpy(), **BASELINE_STYLE)
 
 
 def throughput_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figure:
@@ -332,7 +433,7 @@ def throughput_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 
             log_axis(ax)
             length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
             ax.set_ylabel(C.MEASURES[col].label)
-            ax.set_title(task)
+            ax.set_title(mpl_escape(task))
     return finish(fig, rows, styles, failure_handles(grid.values()))
 
 
@@ -362,7 +463,7 @@ def memory_vs_length(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -
         log_axis(ax)
         length_axis(ax, stats["_x"], C.AXES["seq_len"].label)
         ax.set_ylabel(C.MEASURES[col].label)
-        ax.set_title(task)
+        ax.set_title(mpl_escape(task))
     any_oom = bool((rows["status"] == "oom").any())
     return finish(fig, rows, styles, failure_handles(frames, oom_seeds=any_oom))
 
@@ -416,10 +517,11 @@ def pareto(df: pd.DataFrame, seq_len: int | None = None, metric: str | None = No
     for ax, (task, col, length), points in zip(axes[0], panels, frames, strict=True):
         ok = points[(points["n"] > 0)].dropna(subset=["_x"])
         order = [s for s in styles if s in set(ok["_line"])]
-        sns.scatterplot(data=ok, x="_x", y="mean", hue="_line", hue_order=order, style="_line",
-                        style_order=order, palette={s: styles[s][0] for s in order},
-                        markers={s: styles[s][1] for s in order}, s=60, legend=False, ax=ax,
-                        zorder=3, gid="points")
+        for name in order:
+            p = ok[ok["_line"] == name]
+            ax.scatter(p["_x"], p["mean"], color=styles[name][0], marker=styles[name][1], s=55,
+                       edgecolors="white", linewidths=0.6, zorder=3, gid="points",
+                       label=mpl_escape(name))
         for _, p in ok.iterrows():
             xerr = [[p["_x"] - p["ci_low_x"]], [p["ci_high_x"] - p["_x"]]]
             yerr = [[p["mean"] - p["ci_low"]], [p["ci_high"] - p["mean"]]]
@@ -434,12 +536,13 @@ def pareto(df: pd.DataFrame, seq_len: int | None = None, metric: str | None = No
                     gid="front", zorder=2)
         base = points["baseline"].dropna()
         if len(base):
-            ax.axhline(base.mean(), color="0.25", linestyle="--", linewidth=1.2, gid="baseline",
-                       zorder=1)
+            ax.axhline(base.mean(), **BASELINE_STYLE)
         log_axis(ax, "x", ok["_x"].tolist())
+        if higher is False:
+            log_axis(ax, "y", [*ok["mean"], *base])
         ax.set_xlabel(C.MEASURES["train_tokens_per_s"].label)
-        ax.set_ylabel(C.info(rows, col).label)
-        ax.set_title(f"{task}, seq_len {length:,}")
+        ax.set_ylabel(mpl_escape(C.info(rows, col).label))
+        ax.set_title(mpl_escape(f"{task}, seq_len {length:,}"))
     extra = [Line2D([], [], color="0.3", linestyle=":", linewidth=1.4, label="Pareto front"),
              baseline_handle()]
     return finish(fig, rows, styles, extra)
@@ -466,7 +569,7 @@ def streaming(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> Figur
             log_axis(ax)
             length_axis(ax, stats["_x"], C.AXES["context_len"].label)
             ax.set_ylabel(C.MEASURES[col].label)
-            ax.set_title(task)
+            ax.set_title(mpl_escape(task))
     return finish(fig, rows, styles, failure_handles(grid.values()))
 
 
@@ -493,22 +596,25 @@ def plot(df: pd.DataFrame, metric: str, *, x: str = "seq_len", hue: str = "model
                      n_boot=n_boot, seed=seed) for f in facets]
     styles = line_styles(pd.concat(frames), hue)
     for ax, facet, stats in zip(axes[0], facets, frames, strict=True):
-        draw_lines(ax, stats, styles, info.factor, band=band)
+        draw_lines(ax, stats, styles, info.factor, band=band, dodge=x in GRID_AXES)
         base = stats.dropna(subset=["baseline"]) if baseline else stats.iloc[:0]
         if len(base) and x in GRID_AXES:
             for _, g in base.groupby("task", sort=False):
-                mean = g.groupby("_x")["baseline"].mean()
-                ax.plot(mean.index, mean.to_numpy(), color="0.25", linestyle="--",
-                        linewidth=1.2, gid="baseline", zorder=1)
+                draw_baseline(ax, g.groupby("_x")["baseline"].mean())
         if xinfo.log:
             length_axis(ax, stats["_x"], xinfo.label) if x in GRID_AXES else log_axis(
                 ax, "x", stats["_x"].tolist())
-        ax.set_xlabel(xinfo.label)
-        if logy if logy is not None else info.log:
+        ax.set_xlabel(mpl_escape(xinfo.label))
+        if logy:
             log_axis(ax)
-        ax.set_ylabel(info.label)
+        elif logy is None and info.log:
+            log_axis(ax)
+        elif logy is None and info.higher_is_better is False and info.name.startswith(
+                C.METRIC):  # an error metric: log when it spans a decade
+            log_axis(ax, "y", [*(stats["mean"] * info.factor), *base["baseline"]])
+        ax.set_ylabel(mpl_escape(info.label))
         if facet is not None:
-            ax.set_title(f"{col} = {facet}")
+            ax.set_title(mpl_escape(f"{col} = {facet}"))
     extra = [baseline_handle()] if baseline and any(
         f["baseline"].notna().any() for f in frames) and x in GRID_AXES else []
     return finish(fig, rows, styles, extra)

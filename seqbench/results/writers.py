@@ -1,14 +1,23 @@
-"""Render a report, given as a list of blocks, to Markdown, to one self-contained HTML page
+r"""Render a report, given as a list of blocks, to Markdown, to one self-contained HTML page
 (images embedded as base64, inline CSS, no external reference), and tables to LaTeX (booktabs).
 
 The report's content is built once (:mod:`seqbench.results.report`); these writers only decide
 how it looks, so the Markdown, HTML and LaTeX versions cannot disagree.
+
+Every string may come from a row (a task name, a device name, an error message), so each format
+escapes at the writer, with one helper per format: :func:`md_escape` (Markdown: HTML and Markdown
+syntax, one line), :func:`html.escape` (HTML), :func:`tex_escape` and :func:`tex_comment`
+(LaTeX text and ``%`` comment lines), :func:`tex_label` (``\label`` keys), :func:`safe_filename`
+(a file name inside the report folder) and :func:`mpl_escape` (matplotlib text, where ``$``
+starts mathtext). Blocks hold plain text; no block is raw markup.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +46,63 @@ class Bullets:
 class Table:
     frame: pd.DataFrame  # string cells
     caption: str = ""
-    bold: pd.DataFrame | None = None  # same shape, True where the cell is the best of its column
+    # same shape: True or "best" where the cell is the best of its column (bold), "tie" where it
+    # is tied for the best (italic)
+    bold: pd.DataFrame | None = None
+
+
+BEST, TIE = "best", "tie"
+
+
+def mark_of(value: object) -> str:
+    """``'best'``, ``'tie'`` or ``''`` from a cell of :attr:`Table.bold`."""
+    if value is True or value == BEST:
+        return BEST
+    return TIE if value == TIE else ""
+
+
+# --- escaping, one helper per format -------------------------------------------------------
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def one_line(text: object) -> str:
+    """``text`` as one line: line breaks become spaces, control characters go."""
+    return _CONTROL.sub("", _LINE_BREAKS.sub(" ", str(text)))
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#~!])")
+# a link seqbench itself writes (nightly index): safe text, a relative path of safe characters
+_SAFE_LINK = re.compile(r"\[[A-Za-z0-9 ._-]{1,40}\]\([A-Za-z0-9._/-]{1,200}\)")
+
+
+def md_escape(text: object) -> str:
+    """Text for Markdown, read literally: one line, ``&``/``<``/``>`` as HTML entities (no raw
+    HTML such as ``<script>`` survives), and Markdown's syntax characters backslash-escaped
+    (no emphasis, link, image, code span, table cell or heading)."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(one_line(text), quote=False))
+
+
+def safe_filename(text: object, limit: int = 80) -> str:
+    """A file name that stays inside its folder: letters, digits, ``.``, ``_`` and ``-`` only,
+    no leading dot, at most ``limit`` characters; a name that had to change gets a short hash
+    of the original, so two different strings never share a file."""
+    raw = str(text)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", raw).lstrip(".-") or "x"
+    if name != raw or len(name) > limit:
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        name = f"{name[:limit - 9]}-{digest}"
+    return name
+
+
+def tex_label(text: object) -> str:
+    """A ``\\label``/``\\ref`` key: letters, digits, ``:``, ``.`` and ``-`` only."""
+    return re.sub(r"[^A-Za-z0-9:.-]+", "-", str(text)).strip("-") or "x"
+
+
+def mpl_escape(text: object) -> str:
+    """Text for a matplotlib label or caption, drawn literally (``$`` would start mathtext)."""
+    return one_line(text).replace("$", r"\$")
 
 
 @dataclass
@@ -58,8 +123,16 @@ class Document:
 
 
 # --- Markdown ----------------------------------------------------------------------------------
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md_cell(text: object) -> str:
+    text = str(text)
+    return text if _SAFE_LINK.fullmatch(text) else md_escape(text)
+
+
+def _md_marked(text: object, mark: str) -> str:
+    cell = _md_cell(text)
+    if not str(text):
+        return cell
+    return f"**{cell}**" if mark == BEST else f"*{cell}*" if mark == TIE else cell
 
 
 def md_table(table: Table) -> str:
@@ -69,26 +142,27 @@ def md_table(table: Table) -> str:
     align = "|" + "|".join("---:" if n else "---" for n in numeric_columns(frame)) + "|"
     body = []
     for (_, row), (_, marks) in zip(frame.iterrows(), bold.iterrows(), strict=True):
-        cells = [f"**{_md_cell(v)}**" if m and v else _md_cell(v)
-                 for v, m in zip(row, marks, strict=True)]
+        cells = [_md_marked(v, mark_of(m)) for v, m in zip(row, marks, strict=True)]
         body.append("| " + " | ".join(cells) + " |")
-    caption = f"\n*{table.caption}*\n" if table.caption else ""
+    caption = f"\n*{md_escape(table.caption)}*\n" if table.caption else ""
     return "\n".join([head, align, *body]) + "\n" + caption
 
 
 def to_markdown(doc: Document) -> str:
-    out = [f"# {doc.title}\n"]
+    out = [f"# {md_escape(doc.title)}\n"]
     for block in doc.blocks:
         if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {block.text}\n")
+            out.append(f"{'#' * block.level} {md_escape(block.text)}\n")
         elif isinstance(block, Paragraph):
-            out.append(block.text + "\n")
+            out.append(md_escape(block.text) + "\n")
         elif isinstance(block, Bullets):
-            out.append("\n".join(f"- {item}" for item in block.items) + "\n")
+            out.append("\n".join(f"- {md_escape(item)}" for item in block.items) + "\n")
         elif isinstance(block, Table):
             out.append(md_table(block))
         elif isinstance(block, Image):
-            out.append(f"![{block.alt or block.caption}]({block.path})\n\n*{block.caption}*\n")
+            path = "/".join(safe_filename(part) for part in block.path.split("/"))
+            out.append(f"![{md_escape(block.alt or block.caption)}]({path})\n\n"
+                       f"*{md_escape(block.caption)}*\n")
     return "\n".join(out)
 
 
@@ -114,7 +188,7 @@ code { background: #f4f4f4; padding: 0 .25em; border-radius: 3px; }
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text))
+    return html.escape(str(text), quote=True)
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[bool]:
@@ -138,7 +212,9 @@ def html_table(table: Table) -> str:
     head = "".join(f"<th{a}>{_e(c)}</th>" for c, a in zip(frame.columns, align, strict=True))
     rows = []
     for (_, row), (_, marks) in zip(frame.iterrows(), bold.iterrows(), strict=True):
-        cells = "".join(f"<td{a}><b>{_e(v)}</b></td>" if m and v else f"<td{a}>{_e(v)}</td>"
+        tags = {BEST: ("<b>", "</b>"), TIE: ("<i>", "</i>"), "": ("", "")}
+        cells = "".join(f"<td{a}>{tags[mark_of(m) if v else ''][0]}{_e(v)}"
+                        f"{tags[mark_of(m) if v else ''][1]}</td>"
                         for v, m, a in zip(row, marks, align, strict=True))
         rows.append(f"<tr>{cells}</tr>")
     caption = f'<p class="caption">{_e(table.caption)}</p>' if table.caption else ""
@@ -178,30 +254,41 @@ def to_html(doc: Document, root: Path) -> str:
 # --- LaTeX -------------------------------------------------------------------------------------
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+        "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "…": r"\ldots{}"}
 
 
 def tex_escape(text: object) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(text))
+    """Text for LaTeX, typeset literally: one line (a blank line would end a table row's
+    paragraph), every special character escaped, so no command can start."""
+    return "".join(_TEX.get(ch, ch) for ch in one_line(text))
+
+
+def tex_comment(text: object) -> str:
+    """A ``%`` comment line: whatever ``text`` holds stays on this one line, so nothing after
+    it is read as LaTeX."""
+    return "% " + one_line(text)
 
 
 def latex_table(table: Table, label: str, note: str = "") -> str:
-    """A booktabs table (``\\usepackage{booktabs}``); bold cells keep their parenthesised note
-    outside the bold, so columns of numbers stay aligned."""
+    """A booktabs table (``\\usepackage{booktabs}``); bold (best) and italic (tied) cells keep
+    their parenthesised note outside the mark, so columns of numbers stay aligned."""
     frame = table.frame
     bold = table.bold if table.bold is not None else frame.map(lambda _: False)
     spec = "".join("r" if n else "l" for n in numeric_columns(frame))
-    lines = [f"% {note}" if note else "", r"\begin{table}[t]", r"\centering",
-             rf"\caption{{{tex_escape(table.caption)}}}", rf"\label{{{label}}}",
+    lines = [tex_comment(note) if note else "", r"\begin{table}[t]", r"\centering",
+             rf"\caption{{{tex_escape(table.caption)}}}", rf"\label{{{tex_label(label)}}}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(tex_escape(c) for c in frame.columns) + r" \\", r"\midrule"]
     for (_, row), (_, marks) in zip(frame.iterrows(), bold.iterrows(), strict=True):
         cells = []
         for value, best in zip(row, marks, strict=True):
             text = str(value)
-            if best and text:
+            mark = mark_of(best)
+            if mark and text:
                 main, sep, rest = text.partition(" (")
-                text = rf"\textbf{{{tex_escape(main)}}}" + (
+                command = r"\textbf" if mark == BEST else r"\textit"
+                text = rf"{command}{{{tex_escape(main)}}}" + (
                     tex_escape(sep + rest) if sep else "")
             else:
                 text = tex_escape(text)

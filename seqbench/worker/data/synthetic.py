@@ -5,9 +5,11 @@ Generic Convolutional and Recurrent Networks for Sequence Modeling"), exactly as
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from seqbench.errors import SpecError
 from seqbench.worker.data.base import Metric, Task, TaskInfo
 
 N_SYMBOLS = 10  # copy memory: symbols to remember
@@ -77,6 +79,13 @@ class Adding(Task):
     """
 
     version = 1
+
+    @classmethod
+    def check(cls, seq_len: int, params: dict[str, Any]) -> None:
+        super().check(seq_len, params)
+        if seq_len < 2:  # two marked positions
+            raise SpecError("seq_len", seq_len, "the adding problem marks two positions: at "
+                            "least 2")
 
     def __init__(self, seq_len: int) -> None:
         super().__init__(seq_len)
