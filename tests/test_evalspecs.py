@@ -35,7 +35,8 @@ SPECS: dict[str, tuple[int, dict[str, int]]] = {
     "selective-copy-cpu": (2 * 2, {"selective_copy": 2}),
     "induction-cpu": (3 * 2, {"induction": 7}),
     "mqar-cpu": (3 * 3, {"mqar": 3}),
-    "chomsky-cpu": (4 * 5, {"parity_check": 250}),
+    "chomsky-cpu": (4 * 4, {"parity_check": 250}),
+    "mad-cpu": (3 * 6, {}),
     "lra-cpu": (4 * 4, {}),
     "smnist-cpu": (3 * 2, {}),
     "charlm-cpu": (3 * 3, {}),
@@ -75,8 +76,10 @@ def test_every_evaluation_spec_loads_and_expands(name, empty_data_dir, no_genera
     else:
         assert suite.device == "cuda"
     text = path.read_text()
-    assert text.startswith("#")  # the comment block: paper, table, setting
-    assert "Differences" in text or name in ("smnist-cpu", "charlm-cpu")
+    assert text.startswith("#")  # the comment block: paper, table or section, setting
+    block = text.split("\nname:", 1)[0]
+    assert "Differences" in block  # from the paper's setting
+    assert any(str(year) in block for year in range(2018, 2025))  # the paper, by year
 
 
 def test_the_chomsky_protocol_trains_on_1_to_40_and_evaluates_every_length_to_500(
@@ -170,3 +173,48 @@ def test_a_file_of_the_wrong_size_still_refuses_the_spec(empty_data_dir, tmp_pat
                  "--data-dir", str(empty_data_dir)]) == 2
     assert "expected 28,881" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_data_dir_that_does_not_exist_is_missing_data_not_bad_input(tmp_path, monkeypatch):
+    absent = tmp_path / "not-yet"
+    monkeypatch.setenv(ENV_VAR, str(absent))
+    parse_suite(smnist_spec())  # loads: the dataset is simply not there yet
+    with pytest.raises(DataMissing) as info:
+        require("mnist", absent)
+    assert f"into {absent}/mnist/" in str(info.value) and "yann.lecun.com" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["data dir", "dataset folder"])
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path, monkeypatch, where):
+    if where == "data dir":
+        data_dir = tmp_path / "data.tar"
+        data_dir.write_bytes(b"not a folder")
+        culprit = data_dir
+    else:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        culprit = data_dir / "mnist"
+        culprit.write_bytes(b"not a folder")
+    monkeypatch.setenv(ENV_VAR, str(data_dir))
+    with pytest.raises(SpecError) as info:
+        parse_suite(smnist_spec())
+    assert not isinstance(info.value, DataMissing)
+    assert f"{culprit} is not a directory" in str(info.value)
+
+
+def test_an_unreadable_data_dir_is_refused(empty_data_dir, monkeypatch):
+    """Root reads any folder, so the permission error is injected where seqbench lists it."""
+    import os
+
+    real = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if Path(str(path)) == empty_data_dir:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(SpecError) as info:
+        require("mnist", empty_data_dir)
+    assert not isinstance(info.value, DataMissing)
+    assert f"{empty_data_dir} cannot be read (Permission denied)" in str(info.value)

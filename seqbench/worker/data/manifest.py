@@ -294,12 +294,41 @@ def data_error(manifest: Manifest, problem: Problem, data_dir: Path | None = Non
                f"{problem.detail}; {where}{how}".rstrip("; "))
 
 
+def blocked(path: Path, data_dir: Path) -> str | None:
+    """Why ``path`` (under ``data_dir``) cannot be looked for, if it cannot: the deepest part of
+    it that exists is not a directory, or is a directory that cannot be listed. None when the
+    path is simply absent below a readable directory (or absent altogether)."""
+    try:
+        parts = path.relative_to(data_dir).parts[:-1]
+    except ValueError:
+        parts = ()
+    for folder in [data_dir, *(data_dir.joinpath(*parts[:i + 1]) for i in range(len(parts)))]:
+        if not folder.exists() and not folder.is_symlink():
+            return None  # absent from here on: missing, not blocked
+        if not folder.is_dir():
+            return f"{folder} is not a directory"
+        try:
+            with os.scandir(folder):
+                pass
+        except OSError as exc:
+            return f"{folder} cannot be read ({exc.strerror or exc})"
+    return None
+
+
 def require(name: str, data_dir: Path) -> Manifest:
     """Cheap pre-flight check (existence and size): raise a one-line SpecError on a problem.
 
     A file that is there but wrong is reported before one that is missing: a wrong file is bad
-    input (a plain SpecError), while missing files alone are :class:`DataMissing`."""
+    input (a plain SpecError), while missing files alone are :class:`DataMissing`. A data
+    directory (or a folder inside it) that is a file or cannot be read is bad input too: the
+    files may be there, seqbench cannot tell."""
     manifest = load_manifest(name)
+    for spec in [*manifest.files, *manifest.dirs]:  # before any stat below an unreadable folder
+        why = blocked(data_dir / spec.path, data_dir)
+        if why is not None:
+            raise SpecError(f"data.{manifest.name}", str(data_dir / spec.path),
+                            f"{why}; the data dir {data_dir} (--data-dir or $SEQBENCH_DATA_DIR) "
+                            "and its dataset folders must be readable directories")
     found = problems(manifest, data_dir, deep=False)
     if found:
         first = min(found, key=lambda p: p.status == "missing")  # stable: wrong files first
