@@ -185,3 +185,39 @@ def test_settings_that_vary_a_param_are_plotted_against_it(tmp_path):
         assert list(mark.get_xdata()) == [kv, kv]
     written = X.write(tmp_path, tmp_path / "report", formats=("png",))
     assert [p.name for p in written] == ["extrapolation_num_kv_pairs.png"]
+
+
+def test_the_report_has_the_extrapolation_section_and_the_chomsky_table(chomsky_dir, tmp_path):
+    from seqbench.results.report import write_report
+
+    write_report(chomsky_dir, tmp_path / "report", formats=("png",), n_boot=200)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md.count("## Length extrapolation") == 1
+    assert "![accuracy vs evaluation length](figures/extrapolation.png)" in md
+    assert "### Chomsky hierarchy: generalisation score" in md
+    assert "| level | task | model | score per seed (%) | mean | best |" in md
+    lines = [ln for ln in md.splitlines() if ln.startswith("| R | parity\\_check")]
+    assert len(lines) == 2 and "47.5, 58.0" in lines[1]  # the transformer's seeds
+    assert md.index("## Length extrapolation") < md.index("## Tables")
+    assert (tmp_path / "report" / "figures" / "extrapolation.png").is_file()
+    assert "Chomsky hierarchy" in (tmp_path / "report" / "report.html").read_text()
+    # the rows' lists of dicts (evals with empty params) survive the report's Parquet copy
+    from seqbench.results.load import load
+
+    back = load(tmp_path / "report" / "rows.parquet", warn=False)
+    first = back.sort_values("job_id")["evals"].iloc[0]
+    assert isinstance(first, list) and first[0]["params"] == {} and len(first) == 12
+
+
+def test_a_report_without_eval_settings_has_no_extrapolation_section(tmp_path):
+    from seqbench.results.report import write_report
+
+    task = {"name": "parity_check", "seq_lens": [6]}
+    rows = [row_of(job, {}, 0.9) for job in jobs_of(task, ["lstm"], [0])]
+    for row in rows:
+        row["evals"] = []
+    write_report(write_results_dir(tmp_path / "results", rows), tmp_path / "report",
+                 formats=("png",), n_boot=200)
+    assert "extrapolation" not in (tmp_path / "report" / "report.md").read_text().lower()
+    assert not list((tmp_path / "report").rglob("*extrapolation*"))
+    assert not list((tmp_path / "report").rglob("chomsky*"))

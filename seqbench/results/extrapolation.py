@@ -160,8 +160,27 @@ def panels(evals: pd.DataFrame, x: str = "eval_seq_len") -> pd.DataFrame:
             lows.append(float(value) if value is not None else math.nan)
             highs.append(float(value) if value is not None else math.nan)
     xs = pd.to_numeric(rows[x], errors="coerce").astype(float)
-    return rows.assign(_panel=titles, _line=rows["label"].astype(str), _x=xs, _lo=lows,
-                       _hi=highs)
+    rows = rows.assign(_panel=titles, _x=xs, _lo=lows, _hi=highs)
+    return rows.assign(_line=_line_labels(rows))
+
+
+def _line_labels(rows: pd.DataFrame) -> list[str]:
+    """Each record's line: its model label, without the variant when the model has only one
+    variant in the panel (the panel title already names the task params that tell the jobs
+    apart); a run suffix (``[run-b]``) stays."""
+    from seqbench.results.load import model_display
+
+    several = rows.groupby(["_panel", "model"])["label"].transform("nunique") > 1
+    lines = []
+    for rec, keep in zip(rows.to_dict("records"), several, strict=True):
+        label = str(rec["label"])
+        run = f" [{rec.get('run')}]" if rec.get("run") else ""
+        if keep:
+            lines.append(label)
+        else:
+            lines.append(model_display(str(rec["model"]))
+                         + (run if run and label.endswith(run) else ""))
+    return lines
 
 
 def _length_ticks(ax: Any, lengths: Sequence[float]) -> None:
@@ -218,7 +237,7 @@ def extrapolation_figure(evals: pd.DataFrame, metric: str | None = None, *,
     n_cols = min(columns, len(order))
     n_rows = math.ceil(len(order) / n_cols)
     fig, axes = plots.new_figure(n_rows, n_cols, f"{name} vs {axis.split(' (')[0]}")
-    models = dict(zip(data["label"], data["model"], strict=False))
+    models = dict(zip(data["_line"], data["model"], strict=False))
     styles = {label: _style(models[label]) for label in
               sorted(models, key=lambda lb: (MODELS.order(models[lb]), lb))}
     for ax, panel in zip(axes.flat, order, strict=False):
@@ -333,11 +352,13 @@ def chomsky_table(scores: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
+TABLE_HEAD = ("level", "task", "model", "score per seed (%)", "mean", "best", "scored lengths",
+              "paper (qualitative)")
+
+
 def table_markdown(table: pd.DataFrame) -> str:
     """The Chomsky table as a Markdown table (scores in percent, one decimal)."""
-    head = ["level", "task", "model", "score per seed (%)", "mean", "best",
-            "scored lengths", "paper (qualitative)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
     for r in table.itertuples(index=False):
         lines.append(f"| {r.level} | {r.task} | {r.model} | {r.seeds} | {r.mean:.1f} | "
                      f"{r.best:.1f} | {r.lengths} | {r.paper} |")
@@ -345,40 +366,87 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 
 # --- into a report folder ----------------------------------------------------------------------
+FIGURE_CAPTION = (
+    "{metric} vs {axis}: one panel per task and training setting, one line per model (mean over "
+    "seeds; band: min..max over seeds); dotted line: the training {what} (shaded: the range of "
+    "training lengths); dashed: the trivial baseline; x at the foot: that setting failed (out "
+    "of memory, an error) for that model.")
+TABLE_CAPTION = (
+    "Generalisation score (Delétang et al. 2023): per job the mean accuracy (%) over the "
+    "evaluated lengths longer than the longest training length; mean and best over seeds (the "
+    "paper reports the best over seeds and learning rates); the paper's result in words.")
+
+
+def _write(rows: pd.DataFrame, out: Path, formats: Sequence[str], figures: bool
+           ) -> tuple[list[Path], list[Any]]:
+    """Files written under ``out`` and the report blocks that show them."""
+    from seqbench.results.load import load_evals
+    from seqbench.results.writers import Heading, Image, Table
+
+    evals = load_evals(rows, warn=False) if not rows.empty else pd.DataFrame()
+    written: list[Path] = []
+    blocks: list[Any] = []
+    if evals.empty or not (evals["setting"] == "eval").any():
+        return written, blocks
+    axes: dict[str, list[str]] = {}  # axis -> tasks evaluated along it
+    for task, g in evals.groupby("task", sort=False):
+        if (g["setting"] == "eval").any():
+            axes.setdefault(axis_of(g), []).append(str(task))
+    for x, names in axes.items() if figures else ():
+        sub = evals[evals["task"].isin(names)]
+        try:
+            with plots.style():
+                fig = extrapolation_figure(sub, rows=rows, x=x)
+        except SpecError:  # no setting of these tasks measured a metric (all failed)
+            continue
+        stem = ("extrapolation" if x == "eval_seq_len"
+                else f"extrapolation_{x.removeprefix('param_')}")
+        written += plots.save(fig, out / "figures" / stem, formats)
+        axis = "evaluation length" if x == "eval_seq_len" else x.removeprefix("param_")
+        blocks.append(Image(f"figures/{stem}.png", FIGURE_CAPTION.format(
+            metric=_metric(sub, None), axis=axis,
+            what="length" if x == "eval_seq_len" else "value"),
+            alt=str(fig.get_label()), width_px=round(fig.get_figwidth() * 96)))
+    scores = chomsky_scores(evals[evals["task"].isin(list(CHOMSKY_LEVELS))])
+    if not scores.empty:
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+        table = chomsky_table(scores)
+        md, csv = out / "tables" / "chomsky_scores.md", out / "tables" / "chomsky_scores.csv"
+        per_job = out / "tables" / "chomsky_scores_per_job.csv"
+        md.write_text(table_markdown(table), encoding="utf-8")
+        table.to_csv(csv, index=False)
+        scores.to_csv(per_job, index=False)
+        written += [md, csv, per_job]
+        cells = table.assign(mean=table["mean"].map(_percent), best=table["best"].map(_percent)
+                             ).rename(columns=dict(zip(table.columns, TABLE_HEAD, strict=True)))
+        blocks += [Heading("Chomsky hierarchy: generalisation score", 3),
+                   Table(cells.astype(str), TABLE_CAPTION)]
+    if blocks:
+        blocks.insert(0, Heading("Length extrapolation"))
+    return written, blocks
+
+
+def _percent(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value):.1f}"
+
+
+def report_blocks(rows: pd.DataFrame, out: str | Path, formats: Sequence[str] = plots.FORMATS,
+                  figures: bool = True) -> list[Any]:
+    """The report's "Length extrapolation" section for the rows of :func:`load`: the figures
+    (unless ``figures`` is False) and the Chomsky table, written under ``out``; no blocks and no
+    files when no job has evaluation settings."""
+    return _write(rows, Path(out), formats, figures)[1]
+
+
 def write(results: str | Path | Sequence[str | Path], out: str | Path,
           formats: Sequence[str] = plots.FORMATS) -> list[Path]:
     """The extrapolation figures (when any job has evaluation settings: ``extrapolation``
     for the tasks evaluated at other lengths, ``extrapolation_<param>`` for those evaluated
     at other values of one param) and the Chomsky table (when any Chomsky task was evaluated
     beyond training) under the report folder ``out``; returns the files written."""
-    from seqbench.results.load import load, load_evals
+    from seqbench.results.load import load
 
-    evals = load_evals(results, warn=False)
-    written: list[Path] = []
-    if evals.empty or not (evals["setting"] == "eval").any():
-        return written
-    out = Path(out)
-    rows = load(results, warn=False)
-    axes: dict[str, list[str]] = {}  # axis -> tasks evaluated along it
-    for task, g in evals.groupby("task", sort=False):
-        if (g["setting"] == "eval").any():
-            axes.setdefault(axis_of(g), []).append(str(task))
-    for x, names in axes.items():
-        with plots.style():
-            fig = extrapolation_figure(evals[evals["task"].isin(names)], rows=rows, x=x)
-        stem = ("extrapolation" if x == "eval_seq_len"
-                else f"extrapolation_{x.removeprefix('param_')}")
-        written += plots.save(fig, out / "figures" / stem, formats)
-    scores = chomsky_scores(evals[evals["task"].isin(list(CHOMSKY_LEVELS))])
-    if not scores.empty:
-        (out / "tables").mkdir(parents=True, exist_ok=True)
-        table = chomsky_table(scores)
-        md, csv = out / "tables" / "chomsky_scores.md", out / "tables" / "chomsky_scores.csv"
-        md.write_text(table_markdown(table))
-        table.to_csv(csv, index=False)
-        scores.to_csv(out / "tables" / "chomsky_scores_per_job.csv", index=False)
-        written += [md, csv, out / "tables" / "chomsky_scores_per_job.csv"]
-    return written
+    return _write(load(results, warn=False), Path(out), formats, True)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 ``write_report(results, out_dir)`` writes::
 
     out_dir/report.md        provenance header, completeness, notes, summary, scaling fits,
-                             figures, tables, failed jobs
+                             figures, length extrapolation (when tasks have eval settings),
+                             tables, failed jobs
     out_dir/report.html      the same page, self-contained (figures embedded), opens anywhere
     out_dir/tables/*.tex     one booktabs table per (task, metric): mean ± CI (n), best in bold
     out_dir/figures/*.png|pdf
@@ -35,7 +36,7 @@ import pandas as pd
 
 from seqbench.errors import SpecError
 from seqbench.results import columns as C
-from seqbench.results import plots, provenance
+from seqbench.results import extrapolation, plots, provenance
 from seqbench.results.completeness import completeness
 from seqbench.results.load import load, run_names, suite_info, to_parquet
 from seqbench.results.stats import (
@@ -386,6 +387,7 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     images = _figures(df, out, formats, n_boot, seed) if figures else []
     if images:
         doc.add(Heading("Figures"), *images)
+    doc.add(*extrapolation.report_blocks(df, out, formats, figures))  # none without eval settings
 
     doc.add(Heading("Tables"), Paragraph(methods_note(stats, n_boot, seed) + " In parentheses "
                                          "the number of ok seeds and any failed seeds by status; "
