@@ -323,10 +323,12 @@ def require(name: str, data_dir: Path) -> Manifest:
     directory (or a folder inside it) that is a file or cannot be read is bad input too: the
     files may be there, seqbench cannot tell."""
     manifest = load_manifest(name)
-    for spec in [*manifest.files, *manifest.dirs]:  # before any stat below an unreadable folder
-        why = blocked(data_dir / spec.path, data_dir)
+    wanted = [data_dir / f.path for f in manifest.files] + [data_dir / d.path
+                                                            for d in manifest.dirs]
+    for path in wanted:  # before any stat below an unreadable folder
+        why = blocked(path, data_dir)
         if why is not None:
-            raise SpecError(f"data.{manifest.name}", str(data_dir / spec.path),
+            raise SpecError(f"data.{manifest.name}", str(path),
                             f"{why}; the data dir {data_dir} (--data-dir or $SEQBENCH_DATA_DIR) "
                             "and its dataset folders must be readable directories")
     found = problems(manifest, data_dir, deep=False)
