@@ -35,7 +35,7 @@ SPECS: dict[str, tuple[int, dict[str, int]]] = {
     "selective-copy-cpu": (2 * 2, {"selective_copy": 2}),
     "induction-cpu": (3 * 2, {"induction": 7}),
     "mqar-cpu": (3 * 3, {"mqar": 3}),
-    "chomsky-cpu": (4 * 4, {"parity_check": 250}),
+    "chomsky-cpu": (3 * 4, {"parity_check": 200}),
     "mad-cpu": (3 * 6, {}),
     "lra-cpu": (4 * 4, {}),
     "smnist-cpu": (3 * 2, {}),

@@ -221,3 +221,9 @@ def test_a_report_without_eval_settings_has_no_extrapolation_section(tmp_path):
     assert "extrapolation" not in (tmp_path / "report" / "report.md").read_text().lower()
     assert not list((tmp_path / "report").rglob("*extrapolation*"))
     assert not list((tmp_path / "report").rglob("chomsky*"))
+
+
+@pytest.mark.parametrize("value, label", [(64, "64"), (200, "200"), (1024, "1K"), (4096, "4K"),
+                                          (2.0 ** 20, "1M"), (1500, "1500"), (3072, "3072")])
+def test_length_labels(value, label):
+    assert X.length_label(value) == label

@@ -183,6 +183,16 @@ def _line_labels(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+def length_label(value: float) -> str:
+    """A length as a tick label: powers of two from 1,024 up in binary units (``1K``, ``4K``,
+    ``1M``), other whole numbers as they are (``200``, ``1500``)."""
+    v = float(value)
+    if v >= 1024 and v.is_integer() and int(v) & (int(v) - 1) == 0:
+        k = int(v).bit_length() - 1
+        return f"{2 ** (k % 10)}{'KMG'[k // 10 - 1]}" if k < 40 else plots.plain_number(v)
+    return str(int(v)) if v.is_integer() else plots.plain_number(v)
+
+
 def _length_ticks(ax: Any, lengths: Sequence[float]) -> None:
     """Log2 x axis: a tick at every evaluated length when there are few, else at powers of 2."""
     ax.set_xscale("log", base=2)
@@ -194,7 +204,7 @@ def _length_ticks(ax: Any, lengths: Sequence[float]) -> None:
         step = max(1, math.ceil((hi - lo + 1) / 10))
         values = [2.0 ** k for k in range(lo, hi + 1, step)]
     ax.xaxis.set_major_locator(FixedLocator(values))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: plots.plain_number(v)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: length_label(v)))
     ax.xaxis.set_minor_locator(NullLocator())
     if len(values) > 5:
         ax.tick_params(axis="x", labelrotation=45)
