@@ -140,8 +140,12 @@ FLAG_CASES = [  # (id, argv, fragments); the spec is GOOD
                                                    "a results directory, a .jsonl file"]),
 ]
 SMNIST = edit("tasks", [{"name": "smnist", "seq_lens": [784]}])
+# A data directory that does not exist, or lacks the dataset, is not bad input: the jobs that
+# need it are recorded `unavailable` with what to download and where, and the rest of the sweep
+# runs (tests/test_evalspecs.py). One that is a file, or cannot be read, is refused.
 DATA_CASES = [  # (id, data dir, fragments)
-    ("data-dir-missing", "no-such-dir", ["data.mnist", "train-images", "download"]),
+    ("data-dir-a-file", "afile.txt", ["data.mnist", "afile.txt is not a directory",
+                                      "must be readable directories"]),
     ("data-dir-corrupt", "corrupt-data", ["data.mnist", "train-images", "bytes"]),
 ]
 

@@ -13,12 +13,18 @@ own ``check`` and fit each model's positional table, evaluation settings must no
 task, lengths and evaluation lengths the suite has (and, for synthetic tasks, a metric of the
 task).
 
+A task whose local data files are missing (:class:`~seqbench.worker.data.manifest.DataMissing`)
+is not refused: its params and lengths are still checked, and its jobs run and are recorded as
+``unavailable`` with the download instructions (a machine without the files still runs the
+rest of the sweep). Files that are there but wrong are refused like any bad input.
+
 This is the one place where the driver imports worker code (the mixer and task classes, hence
 torch), lazily, when a spec is checked; importing :mod:`seqbench.config` imports no torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -135,6 +141,15 @@ def _eval_field(i: int, j: int, exc: SpecError) -> str:
     return f"tasks[{i}].eval[{j}].{inner}"
 
 
+def _task_check(cls: Any, seq_len: int, params: dict[str, Any]) -> None:
+    """The task's own ``check``; missing local data is left to the job (an ``unavailable``
+    row that says what to download), every other refusal raised."""
+    from seqbench.worker.data.manifest import DataMissing
+
+    with contextlib.suppress(DataMissing):
+        cls.check(seq_len, params)
+
+
 def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> Any:
     if task.name not in TASKS:
         raise SpecError(f"tasks[{i}].name", task.name, f"known tasks: {', '.join(TASKS.names())}",
@@ -149,13 +164,13 @@ def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> Any:
         raise _at(exc.field, exc, source) from None
     for L in task_lengths(suite, task):
         try:
-            cls.check(L, task.params)
+            _task_check(cls, L, task.params)
         except SpecError as exc:
             raise _at(f"tasks[{i}].{exc.field}", exc, source) from None
     if train.lengths is not None:
         for L in train.lengths.lengths():
             try:
-                cls.check(L, task.params)
+                _task_check(cls, L, task.params)
             except SpecError as exc:
                 raise SpecError(train_field(task, i, "lengths"), train.lengths.model_dump(),
                                 f"{task.name} cannot train at length {L}: {exc.field} "
@@ -168,7 +183,7 @@ def _check_task(i: int, task: TaskSpec, suite: Suite, source: str) -> Any:
             raise _at(exc.field, exc, source) from None
         for L in sorted({L for T in task_lengths(suite, task) for L in entry.lengths(T)}):
             try:
-                cls.check(L, params)
+                _task_check(cls, L, params)
             except SpecError as exc:
                 raise _at(_eval_field(i, j, exc), exc, source) from None
     for T in task_lengths(suite, task):

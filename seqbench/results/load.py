@@ -57,7 +57,7 @@ ADDED_COLUMNS = {
 # keys that vary along a sweep inside one configuration, or stay out of its config hash
 # (timeout_s): they never name a variant
 SWEEP_KEYS = frozenset({"seed", "seq_len", "input_len", "context_len", "timeout_s"})
-_JSON_COLUMN_PREFIX = "seqbench_json:"  # parquet metadata marker for dict columns
+_JSON_COLUMN_PREFIX = "seqbench_json:"  # parquet metadata marker for dict/list columns
 _REQUIRED_TO_LOAD = ("schema_version", "job_id", "config_hash", "kind", "task", "model",
                      "seq_len", "status")
 # a row whose value of one of these cannot be read cannot be placed in any table: skipped
@@ -448,10 +448,12 @@ def to_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 
     path = Path(path)
     out = df.drop(columns=[c for c in ("variant", "label", "source") if c in df.columns])
+    # dict and list columns (evals, curve, slices: lists of dicts, some of them empty, which
+    # Parquet cannot store as structs) travel as JSON
     dict_columns = [c for c in out.columns
-                    if out[c].map(lambda v: isinstance(v, dict)).any()]
+                    if out[c].map(lambda v: isinstance(v, (dict, list))).any()]
     for col in dict_columns:
-        out[col] = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else None
+        out[col] = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else None
                     for v in out[col]]
     table = pa.Table.from_pandas(out, preserve_index=False)
     meta = dict(table.schema.metadata or {})
@@ -544,7 +546,7 @@ EVAL_COLUMNS = ("setting", "train_seq_len", "eval_seq_len", "train_input_len", "
                 "train_len_min", "train_len_max", "eval_params", "status", "error")
 
 
-def load_evals(path_or_paths: str | Path | Sequence[str | Path], *,
+def load_evals(path_or_paths: RowsSource, *,
                warn: bool = True) -> pd.DataFrame:
     """One record per (training job, evaluation setting): the main evaluation (``setting`` =
     ``main``, at the job's own length) and every entry of the row's ``evals`` (``eval``), with
@@ -553,7 +555,8 @@ def load_evals(path_or_paths: str | Path | Sequence[str | Path], *,
     training lengths), ``eval_params`` (the overrides), one ``param_<name>`` column per task
     param with its value in effect (the job's params with the overrides applied), the
     setting's ``status``/``error`` (``job_status`` is the row's), ``metric_*``, ``baseline_*``
-    and ``slices``, plus the job's identity columns (:data:`IDENTITY_COLUMNS`)."""
+    and ``slices``, plus the job's identity columns (:data:`IDENTITY_COLUMNS`). A frame that
+    :func:`load` returned is taken as it is."""
     records = []
     for rec in _train_records(path_or_paths, warn):
         base, params = _identity(rec), _task_params(rec)

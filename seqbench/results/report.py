@@ -3,7 +3,8 @@
 ``write_report(results, out_dir)`` writes::
 
     out_dir/report.md        provenance header, completeness, notes, summary, scaling fits,
-                             figures, tables, failed jobs
+                             figures, length extrapolation (when tasks have eval settings),
+                             tables, failed jobs
     out_dir/report.html      the same page, self-contained (figures embedded), opens anywhere
     out_dir/tables/*.tex     one booktabs table per (task, metric): mean ± CI (n), best in bold
     out_dir/figures/*.png|pdf
@@ -36,7 +37,7 @@ import pandas as pd
 
 from seqbench.errors import SpecError
 from seqbench.results import columns as C
-from seqbench.results import edge, gradients, plots, provenance
+from seqbench.results import edge, extrapolation, gradients, plots, provenance
 from seqbench.results.completeness import completeness
 from seqbench.results.load import load, run_names, suite_info, to_parquet
 from seqbench.results.search import report_rows, search_blocks
@@ -414,7 +415,8 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     images = _figures(df, out, formats, n_boot, seed) if figures else []
     if images:
         doc.add(Heading("Figures"), *images)
-    for track in (gradients, edge):  # nothing for rows without a gradient profile / edge track
+    # each section is empty for rows without eval settings / a gradient profile / edge track
+    for track in (extrapolation, gradients, edge):
         doc.add(*track.report_blocks(df, out, formats, figures))
 
     doc.add(Heading("Tables"), Paragraph(methods_note(stats, n_boot, seed) + " In parentheses "

@@ -6,6 +6,13 @@ the package that ships it. :func:`require` is the cheap check a task runs before
 (existence and size); :func:`verify` is what ``seqbench data check`` runs (checksums, file
 counts). Both name the missing or corrupt file, the path where it was expected and how to
 obtain it, in one line.
+
+A dataset whose files are *missing* is a :class:`DataMissing`: still a
+:class:`~seqbench.errors.SpecError` (``seqbench data check`` exits 2 on it), but also a
+:class:`~seqbench.errors.BackendUnavailable`, so spec loading lets the sweep go on
+(:mod:`seqbench.config.resolve`) and the worker records the job as ``unavailable`` with the
+download instructions as its error, like a missing kernel backend. A file that is there but
+wrong (size, checksum, format) stays a plain SpecError: bad input, exit 2.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from seqbench.errors import SpecError
+from seqbench.errors import BackendUnavailable, SpecError
 
 Status = Literal["ok", "missing", "incomplete", "corrupt", "unverified", "unavailable"]
 
@@ -261,20 +268,73 @@ def _hook(manifest: Manifest) -> Callable[..., Any] | None:
     return getattr(importlib.import_module(module), attr)
 
 
+class DataMissing(SpecError, BackendUnavailable):
+    """A local dataset's files are not in the data directory: the job cannot run *here*.
+
+    Spec loading tolerates it (the sweep goes on) and the worker records ``unavailable``
+    (it is a :class:`~seqbench.errors.BackendUnavailable`); the message names the file, the
+    data directory and what to download, with ``<data dir>`` in the manifest's instructions
+    replaced by the directory itself."""
+
+
+def obtain_text(manifest: Manifest, data_dir: Path | None) -> str:
+    """The manifest's instructions, ``<data dir>`` spelled out when the directory is known."""
+    return (manifest.obtain if data_dir is None
+            else manifest.obtain.replace("<data dir>", str(data_dir)))
+
+
 def data_error(manifest: Manifest, problem: Problem, data_dir: Path | None = None) -> SpecError:
-    """The one-line error for a problem: the file, what is wrong, where, how to get it."""
+    """The one-line error for a problem: the file, what is wrong, where, how to get it
+    (a :class:`DataMissing` when the file or folder is missing)."""
     where = f"data dir {data_dir}; " if data_dir is not None else ""
-    how = manifest.obtain if problem.status in ("missing", "incomplete", "corrupt") else ""
-    return SpecError(f"data.{manifest.name}", str(problem.path),
-                     f"{problem.detail}; {where}{how}".rstrip("; "))
+    how = (obtain_text(manifest, data_dir)
+           if problem.status in ("missing", "incomplete", "corrupt") else "")
+    cls = DataMissing if problem.status == "missing" else SpecError
+    return cls(f"data.{manifest.name}", str(problem.path),
+               f"{problem.detail}; {where}{how}".rstrip("; "))
+
+
+def blocked(path: Path, data_dir: Path) -> str | None:
+    """Why ``path`` (under ``data_dir``) cannot be looked for, if it cannot: the deepest part of
+    it that exists is not a directory, or is a directory that cannot be listed. None when the
+    path is simply absent below a readable directory (or absent altogether)."""
+    try:
+        parts = path.relative_to(data_dir).parts[:-1]
+    except ValueError:
+        parts = ()
+    for folder in [data_dir, *(data_dir.joinpath(*parts[:i + 1]) for i in range(len(parts)))]:
+        if not folder.exists() and not folder.is_symlink():
+            return None  # absent from here on: missing, not blocked
+        if not folder.is_dir():
+            return f"{folder} is not a directory"
+        try:
+            with os.scandir(folder):
+                pass
+        except OSError as exc:
+            return f"{folder} cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def require(name: str, data_dir: Path) -> Manifest:
-    """Cheap pre-flight check (existence and size): raise a one-line SpecError on a problem."""
+    """Cheap pre-flight check (existence and size): raise a one-line SpecError on a problem.
+
+    A file that is there but wrong is reported before one that is missing: a wrong file is bad
+    input (a plain SpecError), while missing files alone are :class:`DataMissing`. A data
+    directory (or a folder inside it) that is a file or cannot be read is bad input too: the
+    files may be there, seqbench cannot tell."""
     manifest = load_manifest(name)
+    wanted = [data_dir / f.path for f in manifest.files] + [data_dir / d.path
+                                                            for d in manifest.dirs]
+    for path in wanted:  # before any stat below an unreadable folder
+        why = blocked(path, data_dir)
+        if why is not None:
+            raise SpecError(f"data.{manifest.name}", str(path),
+                            f"{why}; the data dir {data_dir} (--data-dir or $SEQBENCH_DATA_DIR) "
+                            "and its dataset folders must be readable directories")
     found = problems(manifest, data_dir, deep=False)
     if found:
-        raise data_error(manifest, found[0], data_dir)
+        first = min(found, key=lambda p: p.status == "missing")  # stable: wrong files first
+        raise data_error(manifest, first, data_dir)
     return manifest
 
 
