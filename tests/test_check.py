@@ -204,3 +204,13 @@ def test_gradient_decay_metrics(tmp_path: Path) -> None:
         from seqbench.config.resolve import check_suite
 
         check_suite(parse_suite(_spec(expect)), "spec.yaml")
+
+
+def test_ood_metric_is_the_mean_beyond_the_training_lengths(tmp_path: Path) -> None:
+    tasks = [{"name": "adding", "seq_lens": [6], "eval": [{"seq_lens": [12]}]}]
+    expect = [{"better": "gru", "worse": "rnn", "metric": "ood_mse"}]
+    path = _results(tmp_path, expect, {"gru": BAD, "rnn": BAD}, tasks=tasks,
+                    evals={"gru": GOOD, "rnn": BAD})  # equal at 6, apart at 12
+    v = _only(ck.check_dir(path))
+    assert v.status == ck.HELD and v.better_mean == pytest.approx(0.015)
+    assert (v.seq_len, v.eval_len) == (6, 6)  # a per-job score, on the main record

@@ -407,6 +407,8 @@ def check_expect(suite: Suite, source: str) -> None:
             metrics = [m.name for m in cls(min(task_lengths(suite, t)), **t.params).info.metrics]
             if task_train(suite, suite.tasks.index(t), source).grad_probe is not None:
                 metrics += ["grad_decay_init", "grad_decay_end"]  # results/check.py
+            if t.eval:  # the mean beyond the training lengths (results/check.py)
+                metrics += [f"ood_{m}" for m in metrics if not m.startswith("grad_")]
             if e.metric not in metrics:
                 raise SpecError(f"{where}.metric", e.metric,
                                 f"one of {t.name}'s metrics: {', '.join(metrics)}",

@@ -35,6 +35,11 @@ Gradient flow (``train.grad_probe``) gives two more metrics, higher is better (a
 initialisation (step 0) and at the end of training (the last probe point), i.e. the slope of
 ln(gradient norm) against distance (:mod:`seqbench.worker.gradients`).
 
+Evaluation settings beyond the training lengths give ``ood_<metric>`` (e.g. ``ood_accuracy``):
+per job, the mean of the metric over its evaluated lengths longer than its longest training
+length, the score of the Chomsky-hierarchy study (Delétang et al. 2023;
+:func:`seqbench.results.extrapolation.chomsky_scores`), in the metric's own direction.
+
 ``better: baseline`` or ``worse: baseline`` stands for the task's trivial baseline of the
 metric (the rows' ``baseline_<metric>``, e.g. 1/6 MSE for the adding problem).
 
@@ -162,6 +167,7 @@ def _frame(path: Path) -> pd.DataFrame:
         _params_text({**_task_params_of(jobs.get(j)), **(ep if isinstance(ep, dict) else {})})
         for j, ep in zip(evals["job_id"], evals["eval_params"], strict=True)]
     evals.attrs["higher_is_better"] = {m: bool(s.iloc[0]) for m, s in hib.items() if len(s)}
+    _add_ood(evals, main_mask=evals["setting"] == "main")
     profiles = dict(zip(rows["job_id"], rows["grad_profile"], strict=True))
     main = evals["setting"] == "main"
     for name, value in zip(GRAD_METRICS, (_first_probe, _last_probe), strict=True):
@@ -171,6 +177,24 @@ def _frame(path: Path) -> pd.DataFrame:
             evals[f"metric_{name}"] = decay
             evals.attrs["higher_is_better"][name] = True
     return evals
+
+
+def _add_ood(evals: pd.DataFrame, main_mask: pd.Series) -> None:
+    """``metric_ood_<m>`` on each job's main record: its mean ``m`` beyond training lengths."""
+    hib: dict[str, bool] = evals.attrs["higher_is_better"]
+    if not ((evals["setting"] == "eval") & (evals["eval_seq_len"] > evals["train_len_max"])).any():
+        return
+    from seqbench.results.extrapolation import chomsky_scores
+
+    for metric in list(hib):
+        if f"metric_{metric}" not in evals:
+            continue
+        scores = chomsky_scores(evals, metric)
+        by_job = dict(zip(scores["job_id"], scores["score"], strict=True))
+        evals[f"metric_ood_{metric}"] = [by_job.get(j, math.nan) if m else math.nan
+                                         for j, m in zip(evals["job_id"], main_mask,
+                                                         strict=True)]
+        hib[f"ood_{metric}"] = hib[metric]
 
 
 def _probe_decays(profile: Any) -> list[tuple[int, float]]:
