@@ -103,7 +103,7 @@ def check_against_reference(fused, reference, inputs, dtype, gy_shape, seed=0):
         assert rel_err(g, e) < TOL[dtype], f"gradient {i}"
 
 
-# --- Mamba's selective scan ------------------------------------------------------------------
+# --- Mamba's selective scan ----------------------------------------------------------------------
 # (batch, length, channels, states, chunk): lengths 1, odd, shorter than, equal to and across
 # chunks; channels and states that fill no 32-channel block or 16-state tile
 SCAN_CASES = [(2, 1, 5, 3, 64), (2, 7, 40, 3, 4), (1, 33, 33, 20, 8), (3, 100, 64, 16, 64),
@@ -182,7 +182,7 @@ def test_fused_scan_state_underflow_and_nan():
     assert torch.isnan(y[0, 5, 3]) and torch.isfinite(y[1]).all()
 
 
-# --- Mamba-2's SSD ---------------------------------------------------------------------------
+# --- Mamba-2's SSD -------------------------------------------------------------------------------
 # (batch, length, heads, headdim, groups, states, chunk)
 SSD_CASES = [(2, 1, 4, 3, 2, 5, 32), (2, 37, 4, 8, 2, 5, 8), (1, 70, 2, 64, 1, 64, 16),
              (2, 65, 3, 20, 1, 17, 32), (1, 40, 2, 128, 1, 16, 64), (1, 9, 2, 160, 2, 3, 4)]
@@ -241,7 +241,7 @@ def test_fused_ssd_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: ssd_fused(*a, chunk=3), inputs)
 
 
-# --- the causal conv ---------------------------------------------------------------------------
+# --- the causal conv -----------------------------------------------------------------------------
 @pytest.mark.parametrize("silu", [False, True], ids=["linear", "silu"])
 @pytest.mark.parametrize("length,channels,taps", [(1, 5, 4), (3, 70, 4), (2, 64, 5), (40, 130, 1),
                                                   (33, 66, 16)],
@@ -379,7 +379,7 @@ def test_disabled_by_environment(fresh_native):
     assert native.DISABLE_ENV in native.unavailable_reason()
 
 
-# --- the mixers ---------------------------------------------------------------------------------
+# --- the mixers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,path", [("mamba", "cpu-fused-scan"), ("mamba2", "cpu-fused-ssd")])
 def test_fused_and_chunked_mixers_compute_the_same_function(name, path):
     """The whole block, fused conv and scan against the PyTorch paths, outputs and the
@@ -405,3 +405,136 @@ def test_fused_and_chunked_mixers_compute_the_same_function(name, path):
 def test_unknown_scan_is_a_spec_error(name):
     with pytest.raises(SpecError, match="scan"):
         split_params(name, {"scan": "cuda"})
+
+
+# --- the elementwise linear recurrence (minGRU, minLSTM, LRU) ------------------------------------
+from seqbench.worker.models.minrnn import g as min_g  # noqa: E402
+from seqbench.worker.models.ops.linear_scan import (  # noqa: E402
+    gated_scan_fused,
+    linear_scan,
+    linear_scan_fused,
+    linear_scan_naive,
+)
+
+LIN_LENGTHS = [1, 7, 101, 4096]  # one step, odd, no multiple of any block, long
+
+
+def crel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """rel_err, of both parts when complex."""
+    real = (torch.view_as_real(t.detach().resolve_conj()) if t.is_complex() else t
+            for t in (a, b))
+    return rel_err(*real)
+
+
+def lin_inputs(L, kind, dtype, channels=37, seed=0):
+    """(a, b) for h_t = a_t h_{t-1} + b_t: ``kind`` full (B, L, C), shared (1, L, C) or
+    invariant (1, 1, C); complex dtypes get rotating coefficients of modulus < 1."""
+    gen = torch.Generator().manual_seed(seed + L)
+    shape = {"full": (3, L, channels), "shared": (1, L, channels),
+             "invariant": (1, 1, channels)}[kind]
+    real = torch.float64
+    a = 0.2 + 0.79 * torch.rand(*shape, generator=gen, dtype=real)
+    if dtype.is_complex:
+        a = torch.polar(a, 6 * torch.rand(*shape, generator=gen, dtype=real))
+    b = torch.randn(3, L, channels, generator=gen, dtype=real)
+    if dtype.is_complex:
+        b = torch.complex(b, torch.randn(3, L, channels, generator=gen, dtype=real))
+    return a.to(dtype), b.to(dtype)
+
+
+def fwd_bwd(fn, inputs, gy):
+    xs = [t.detach().requires_grad_() for t in inputs]
+    y = fn(*xs)
+    return [y, *torch.autograd.grad(y, xs, gy)]
+
+
+@pytest.mark.parametrize("dtype,kind", [
+    (torch.float64, "full"), (torch.float64, "shared"), (torch.float64, "invariant"),
+    (torch.float32, "full"), (torch.cdouble, "invariant"), (torch.cdouble, "full"),
+    (torch.cfloat, "invariant")], ids=lambda v: str(v).replace("torch.", ""))
+@pytest.mark.parametrize("L", LIN_LENGTHS, ids=lambda L: f"L{L}")
+def test_fused_linear_scan_matches_the_step_loop(L, kind, dtype):
+    a, b = lin_inputs(L, kind, dtype)
+    gy = torch.randn(b.shape, dtype=b.dtype, generator=torch.Generator().manual_seed(1))
+    fast = fwd_bwd(linear_scan_fused, (a, b), gy)
+    ref = fwd_bwd(lambda a, b: linear_scan_naive(a.double() if not a.is_complex() else
+                                                 a.cdouble(),
+                                                 b.double() if not b.is_complex() else
+                                                 b.cdouble())[0], (a, b), gy)
+    tol = 1e-12 if dtype in (torch.float64, torch.cdouble) else 2e-5
+    assert fast[0].dtype == b.dtype
+    for name, x, y in zip(["h", "grad a", "grad b"], fast, ref, strict=True):
+        assert x.shape == y.shape, name
+        assert crel(x, y) < tol, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("L", LIN_LENGTHS, ids=lambda L: f"L{L}")
+def test_fused_gated_scan_matches_the_gates_and_the_step_loop(L, dtype):
+    gen = torch.Generator().manual_seed(L)
+    z = (3 * torch.randn(2, L, 37, generator=gen, dtype=torch.float64)).to(dtype)
+    x = (2 * torch.randn(2, L, 37, generator=gen, dtype=torch.float64)).to(dtype)
+    gy = torch.randn(2, L, 37, generator=gen, dtype=torch.float64).to(dtype)
+
+    def ref(z, x):
+        z, x = z.double(), x.double()
+        return linear_scan_naive(torch.sigmoid(-z), torch.sigmoid(z) * min_g(x))[0]
+
+    fast, slow = fwd_bwd(gated_scan_fused, (z, x), gy), fwd_bwd(ref, (z, x), gy)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for name, a, b in zip(["h", "grad z", "grad x"], fast, slow, strict=True):
+        assert rel_err(a, b) < tol, name
+
+
+def test_fused_gated_scan_reads_strided_halves_in_place():
+    """The two halves of a projection output, as minGRU passes them (row stride 2E)."""
+    proj = torch.randn(2, 50, 2 * 24, dtype=torch.float64)
+    x, z = proj.chunk(2, dim=-1)
+    assert not z.is_contiguous()
+    expected = linear_scan(torch.sigmoid(-z), torch.sigmoid(z) * min_g(x))
+    assert rel_err(gated_scan_fused(z, x), expected) < 1e-12
+
+
+def test_fused_linear_scans_pass_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 9, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    b = torch.randn(2, 9, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(linear_scan_fused, (a, b))
+    lam = torch.polar(torch.rand(1, 1, 3, dtype=torch.float64) * 0.5 + 0.5,
+                      torch.rand(1, 1, 3, dtype=torch.float64) * 6).requires_grad_()
+    bc = torch.randn(2, 9, 3, dtype=torch.cdouble, requires_grad=True)
+    assert torch.autograd.gradcheck(linear_scan_fused, (lam, bc))
+    z = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gated_scan_fused, (z, b))
+
+
+def test_fused_linear_scans_do_not_depend_on_the_thread_count(monkeypatch):
+    a, b = lin_inputs(300, "invariant", torch.cfloat, channels=200)
+    z, x = lin_inputs(300, "full", torch.float32, channels=200)
+
+    def run():
+        gy = torch.ones(b.shape, dtype=b.dtype)
+        return [*fwd_bwd(linear_scan_fused, (a, b), gy),
+                *fwd_bwd(gated_scan_fused, (z, x), gy.real.contiguous())]
+
+    one = run()
+    monkeypatch.setattr(native, "num_threads", lambda: 2)
+    assert all(torch.equal(p, q) for p, q in zip(one, run(), strict=True))
+
+
+# --- the state after the last step (prefill) -----------------------------------------------------
+@pytest.mark.parametrize("L", [1, 5, 64, 65, 300], ids=lambda L: f"L{L}")
+def test_fused_and_chunked_scans_return_the_last_state(L):
+    u, delta, A, B, C, Dk, z = scan_inputs(2, L, 40, 5, seed=L)
+    _, h_ref = selective_scan_naive(u, delta, A, B, C)
+    y_f, h_f = selective_scan_fused(u, delta, A, B, C, Dk, z, return_state=True)
+    assert rel_err(y_f, selective_scan_fused(u, delta, A, B, C, Dk, z)) == 0
+    _, h_c = selective_scan(u, delta, A, B, C, chunk=16, return_state=True)
+    assert h_f.shape == h_c.shape == h_ref.shape == (2, 40, 5)
+    assert rel_err(h_f, h_ref) < 1e-12 and rel_err(h_c, h_ref) < 1e-12
+    x, dt, A2, B2, C2, D2 = ssd_inputs(2, L, 3, 20, 1, 6, seed=L)
+    _, s_ref = ssd_naive(x, dt, A2, B2, C2)
+    _, s_f = ssd_fused(x, dt, A2, B2, C2, D2, return_state=True)
+    _, s_c = ssd_chunked(x, dt, A2, B2, C2, 16, return_state=True)
+    assert s_f.shape == s_c.shape == s_ref.shape == (2, 3, 20, 6)
+    assert rel_err(s_f, s_ref) < 1e-12 and rel_err(s_c, s_ref) < 1e-12

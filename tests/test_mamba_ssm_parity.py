@@ -11,6 +11,13 @@ in ``sys.modules`` for its own duration only; the references checked here never 
 ``mamba_inner_ref`` the CUDA ``selective_scan_fn`` and ``causal_conv1d_fn`` are swapped for
 their references (``selective_scan_ref``, ``causal_conv1d_ref``), which makes it a pure-PyTorch
 Mamba block from the authors' code.
+
+The mixers' mamba-ssm paths (``mamba_inner_fn``, ``selective_scan_fn``, ``causal_conv1d_fn``,
+``causal_conv1d_update``, ``selective_state_update``; see seqbench/worker/models/mamba.py) are
+checked two ways: on CPU with each kernel swapped for the authors' reference of it (so the
+arguments seqbench passes are read by mamba-ssm's own code), and on a CUDA device with the real
+kernels, against seqbench's torch path with the same weights (forward, gradients, prefill and
+steps). tests/test_mamba_ssm_paths.py runs the same paths everywhere through stand-ins.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqbench.worker import backends
+from seqbench.worker.models import mamba as mamba_module
 from seqbench.worker.models import mixer_class
 from seqbench.worker.models.ops import selective_scan, ssd_chunked
 
 pytestmark = pytest.mark.mamba_ssm
 
 if importlib.util.find_spec("mamba_ssm") is None:
-    pytest.skip("mamba-ssm is not installed (see README: GPU install / CPU install)",
+    pytest.skip("mamba-ssm is not installed (see README: On a GPU / CPU install)",
                 allow_module_level=True)
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3}  # max |a - b| / max |b|, as in test_ssm
@@ -115,3 +124,86 @@ def test_ssd_chunked_matches_ssd_minimal_discrete(ref, length, chunk, dtype):
     theirs, _ = ref.ssd_minimal_discrete(x.float() * dt.float().unsqueeze(-1),
                                          A * dt.float(), B_h, C_h, chunk)
     assert rel_err(ssd_chunked(x, dt, A, B, C, chunk=chunk), theirs) < TOL[dtype]
+
+
+# --- the mixers' mamba-ssm paths ------------------------------------------------------------------
+def mixer_pair(name, device, **cfg):
+    """The mixer on mamba-ssm's path and the same weights on seqbench's torch path."""
+    cls = mixer_class(name)
+    torch.manual_seed(0)
+    theirs = cls(32, cls.Config(backend="mamba_ssm", **cfg)).to(device)
+    ours = cls(32, cls.Config(backend="torch", scan="chunked", **cfg)).to(device)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def streamed(mixer, x, split):
+    with torch.no_grad():
+        y, state = mixer.prefill(x[:, :split])
+        ys = [y]
+        for x_t in x[:, split:].unbind(1):
+            y_t, state = mixer.step(x_t, state)
+            ys.append(y_t.unsqueeze(1))
+    return torch.cat(ys, dim=1)
+
+
+@pytest.fixture
+def refs_as_kernels(ref, monkeypatch):
+    """On CPU: mamba-ssm's and causal-conv1d's references in place of their kernels, and the
+    mixers allowed to take the mamba-ssm path without CUDA."""
+    import causal_conv1d
+    import mamba_ssm.ops.selective_scan_interface as ssi
+    from causal_conv1d.causal_conv1d_interface import causal_conv1d_ref, causal_conv1d_update_ref
+
+    monkeypatch.setattr(ssi, "mamba_inner_fn", ssi.mamba_inner_ref)
+    monkeypatch.setattr(causal_conv1d, "causal_conv1d_fn", causal_conv1d_ref)
+    monkeypatch.setattr(causal_conv1d, "causal_conv1d_update", causal_conv1d_update_ref)
+    try:  # imports triton at module level
+        import mamba_ssm.ops.triton.selective_state_update as ssu
+    except Exception:  # no triton here: the step runs seqbench's torch step
+        monkeypatch.setitem(__import__("sys").modules, mamba_module.STEP_MODULE, None)
+    else:
+        monkeypatch.setattr(ssu, "selective_state_update", ssu.selective_state_update_ref)
+    monkeypatch.setattr(mamba_module, "mamba_ssm_reason",
+                        lambda module, device: backends.import_error(module))
+    backends.import_error.cache_clear()
+    yield
+    backends.import_error.cache_clear()
+
+
+@pytest.mark.parametrize("d_conv,path", [(4, "mamba_ssm-mamba_inner_fn+causal_conv1d"),
+                                         (5, "mamba_ssm-selective_scan_fn+torch-conv1d")])
+def test_mamba_ssm_path_read_by_the_authors_references_equals_the_torch_path(
+        refs_as_kernels, d_conv, path):
+    theirs, ours = mixer_pair("mamba", "cpu", d_conv=d_conv)
+    x = torch.randn(2, 37, 32)
+    assert rel_err(theirs(x), ours(x)) < 1e-5
+    assert theirs.kernel_path == path
+    assert rel_err(streamed(theirs, x, 20), ours(x).detach()) < 1e-4
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name,cfg", [("mamba", {}), ("mamba2", {"headdim": 16}),
+                                      ("mamba2", {"headdim": 16, "ngroups": 2})],
+                         ids=["mamba", "mamba2", "mamba2-groups"])
+def test_real_kernels_equal_the_torch_path(name, cfg, dtype):
+    theirs, ours = mixer_pair(name, "cuda", **cfg)
+    x = torch.randn(2, 300, 32, device="cuda")
+    tol = {torch.float32: 1e-3, torch.bfloat16: 3e-2}[dtype]  # Triton/CUDA reduction orders
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        ya, yb = theirs(x), ours(x)
+        w = torch.randn_like(yb.float())
+        (ya.float() * w).sum().backward()
+        (yb.float() * w).sum().backward()
+    assert theirs.kernel_path.startswith("mamba_ssm-")
+    assert rel_err(ya, yb) < tol
+    grads = {n: p.grad for n, p in ours.named_parameters()}
+    for n, p in theirs.named_parameters():
+        assert rel_err(p.grad, grads[n]) < 10 * tol, n
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        assert rel_err(streamed(theirs, x, 200), yb.detach()) < 10 * tol
+    assert theirs.kernel_path == "mamba_ssm-selective_state_update+causal_conv1d_update"

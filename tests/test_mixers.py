@@ -202,7 +202,10 @@ def tiny_mixers() -> dict[str, tuple[type, object, int]]:
         "mingru-log": (MinGRU, MinRNNConfig(scan="log", chunk=4), 8),
         "minlstm": (MinLSTM, MinRNNConfig(scan="chunked", chunk=3), 8),
         "minlstm-log": (MinLSTM, MinRNNConfig(expand=2.0, scan="log", chunk=4), 8),
-        "lru": (LRU, LRUConfig(d_state=6, chunk=3), 8),
+        "mingru-auto": (MinGRU, MinRNNConfig(expand=1.5), 8),  # fused C++ where built
+        "minlstm-auto": (MinLSTM, MinRNNConfig(), 8),
+        "lru": (LRU, LRUConfig(d_state=6, chunk=3), 8),  # fused C++ where built
+        "lru-chunked": (LRU, LRUConfig(d_state=6, chunk=3, scan="chunked"), 8),
         "gla": (GLA, GLAConfig(n_heads=2, chunk=4), 8),
         "gla-fixed": (GLA, GLAConfig(n_heads=2, decay="fixed", chunk=4), 8),
         "hyena": (Hyena, HyenaConfig(order=3, filter_order=8, max_len=64), 8),

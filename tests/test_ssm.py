@@ -427,3 +427,46 @@ def test_model_learns_selective_copy(name, min_accuracy):
     with torch.no_grad():
         accuracy = (model(x)[:, -3:].argmax(-1) == y[:, -3:]).float().mean().item()
     assert accuracy > min_accuracy
+
+
+@pytest.mark.parametrize("name,scan", [("mamba", "auto"), ("mamba", "chunked"),
+                                       ("mamba2", "auto"), ("mamba2", "chunked")])
+def test_prefill_is_parallel_and_steps_continue_from_it(name, scan, monkeypatch):
+    """The prefill runs the parallel kernels (the fused kernel's or the chunked scan's last
+    state), never the step loop; prefill then steps equals the forward."""
+    torch.manual_seed(0)
+    model = build_model(name, {"d_model": 32, "n_layers": 2, "chunk": 16, "scan": scan},
+                        TOKENS).eval()
+    x = torch.randint(0, 10, (3, 50))
+    cls = mixer_class(name)
+    with torch.no_grad():
+        full = model(x)
+        forward_path = model.kernel_path
+        monkeypatch.setattr(cls, "step", lambda *a: pytest.fail("prefill stepped"))
+        y_pre, state = model.prefill(x[:, :37])
+        monkeypatch.undo()
+        assert model.kernel_path == forward_path
+        steps = []
+        for t in range(37, 50):
+            out, state = model.step(x[:, t], state)
+            steps.append(out)
+    assert rel_err(y_pre, full[:, :37]) < 1e-5
+    assert rel_err(torch.stack(steps, 1), full[:, 37:]) < 1e-4
+    fresh = model.init_state(3, x.device, torch.float32)
+    for got, want in zip(state, fresh, strict=True):
+        assert {k: (v.shape, v.dtype) for k, v in got.items()} == \
+            {k: (v.shape, v.dtype) for k, v in want.items()}
+
+
+def test_prefill_shorter_than_the_conv_window_pads_it():
+    torch.manual_seed(0)
+    model = build_model("mamba", {"d_model": 32, "d_conv": 4}, TOKENS).eval()
+    x = torch.randint(0, 10, (2, 6))
+    with torch.no_grad():
+        full = model(x)
+        y, state = model.prefill(x[:, :2])  # 2 tokens, a window of 3
+        outs = []
+        for t in range(2, 6):
+            out, state = model.step(x[:, t], state)
+            outs.append(out)
+    assert rel_err(torch.cat([y, torch.stack(outs, 1)], 1), full) < 1e-4

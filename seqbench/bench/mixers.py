@@ -8,9 +8,11 @@ Cases (parallel form / reference):
 
 - ``tcn``: the TCN mixer's Conv1d stack (8 levels, kernel 7, width 64) / its streaming step loop
   (ring buffers; weight norm computed once for the whole loop, ``parametrize.cached``);
-- ``mingru-chunked``, ``mingru-log``: minGRU's recurrence through seqbench's chunked scan, and
-  through the paper's log-space (heinsen) scan / the step loop;
-- ``lru``: the LRU's complex diagonal recurrence (64 states) by the chunked scan / step loop;
+- ``mingru-chunked``, ``mingru-log``, ``mingru-fused``: minGRU's recurrence through seqbench's
+  chunked scan, through the paper's log-space (heinsen) scan, and through the fused C++ kernel
+  with the gates inside (``gated_scan_fused``, CPU) / the step loop;
+- ``lru``, ``lru-fused``: the LRU's complex diagonal recurrence (64 states) by the chunked scan
+  and by the fused C++ kernel (``linear_scan_fused``) / the step loop;
 - ``gla-data``, ``gla-fixed``: chunked gated linear attention (4 heads, K 8, V 16, the GLA
   mixer's default chunk) with GLA's data-dependent and RetNet's fixed decay / the recurrence;
 - ``hyena``: the FFT long convolution (64 channels) / the direct causal sum (``O(L^2)``);
@@ -57,7 +59,13 @@ from seqbench.worker.models.gla import GLAConfig
 from seqbench.worker.models.hyena import direct_causal_conv, fft_causal_conv
 from seqbench.worker.models.minrnn import g, log_g
 from seqbench.worker.models.ops.gla import gla_chunked, gla_naive
-from seqbench.worker.models.ops.linear_scan import linear_scan, linear_scan_naive, log_linear_scan
+from seqbench.worker.models.ops.linear_scan import (
+    gated_scan_fused,
+    linear_scan,
+    linear_scan_fused,
+    linear_scan_naive,
+    log_linear_scan,
+)
 from seqbench.worker.models.ops.mlstm import mlstm_chunked, mlstm_naive
 from seqbench.worker.models.xlstm import XLSTMConfig
 
@@ -170,7 +178,13 @@ CASES: dict[str, Case] = {
                        lambda x: log_linear_scan(-F.softplus(x["k"]),
                                                  -F.softplus(-x["k"]) + log_g(x["h"])),
                        lambda x: linear_scan_naive(*_mingru_coefficients(x))[0]),
+    "mingru-fused": Case(lambda B, L, d, gen: {"k": _randn(gen, B, L, d),
+                                               "h": _randn(gen, B, L, d)},
+                         lambda x: gated_scan_fused(x["k"], x["h"]),
+                         lambda x: linear_scan_naive(*_mingru_coefficients(x))[0]),
     "lru": Case(_lru_inputs, _lru(linear_scan), _lru(lambda a, b: linear_scan_naive(a, b)[0])),
+    "lru-fused": Case(_lru_inputs, _lru(linear_scan_fused),
+                      _lru(lambda a, b: linear_scan_naive(a, b)[0])),
     "gla-data": Case(_gla_inputs(fixed=False),
                      lambda x: gla_chunked(x["q"], x["k"], x["v"], _gla_log_a(x),
                                            x["q"].shape[-1] ** -0.5, GLAConfig().chunk)[0],

@@ -123,6 +123,7 @@ def make_executor(args: argparse.Namespace, suite_workers: int = 1):
 
 def main(args: argparse.Namespace) -> int:
     from seqbench.cli.progress import RichProgress, console, print_jobs, print_summary
+    from seqbench.cli.run_search import main as search_main
     from seqbench.config.load import load_suite
     from seqbench.execution.sweep import plan, require_kind, run_sweep
 
@@ -135,6 +136,9 @@ def main(args: argparse.Namespace) -> int:
     suite, path = load_suite(args.spec, overrides)
     require_kind(suite, str(path), "train", "seqbench run")
     out = Path(args.out) if args.out else Path("results") / suite.name
+    if suite.search is not None:  # trials on validation, then the chosen ones on test
+        return search_main(args, suite, path, out, overrides, out_console, make_executor,
+                           interrupted_line)
     sweep = plan(suite, str(path), out, overrides, retry=args.retry)
     if args.timeout is not None:  # timeout_s stays out of config hashes: same job ids
         sweep.jobs = [job.with_timeout(args.timeout) for job in sweep.jobs]

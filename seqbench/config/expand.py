@@ -12,6 +12,16 @@ from __future__ import annotations
 from seqbench.catalog import TASKS
 from seqbench.config.job import EvalSetting, Job, JobKind, ModelRef, ScaleMeasure, TaskRef
 from seqbench.config.resolve import eval_settings, task_train
+from seqbench.config.search import (
+    Choice,
+    TrialPlan,
+    configurations,
+    derive,
+    mark,
+    setting_of,
+    targets,
+    values_for,
+)
 from seqbench.config.spec import SPEC_FORMAT_VERSION, ScaleSpec, Suite, scale_settings
 
 GIB = 2**30
@@ -74,6 +84,45 @@ def expand(suite: Suite, source: str = "spec") -> list[Job]:
                         device=device, dtype=suite.dtype, seed=seed, timeout_s=suite.timeout_s,
                         evals=evals))
     return jobs
+
+
+def expand_trials(suite: Suite, source: str = "spec") -> TrialPlan:
+    """Every trial job of a search (:mod:`seqbench.config.search`), each job once however
+    many configurations it stands for, in the order of the configurations, then of the
+    sweep."""
+    assert suite.search is not None
+    plan = TrialPlan(suite, configurations(suite.search), targets(suite))
+    by_id: dict[str, Job] = {}
+    for index, config in enumerate(plan.configs):
+        for job in expand(derive(suite, config, "trial", source), source):
+            job = mark(job, "trial", values_for(job, config, plan.reach))
+            if job.job_id not in by_id:
+                by_id[job.job_id] = job
+                plan.jobs.append(job)
+            plan.stands_for.setdefault(job.job_id, []).append(index)
+    return plan
+
+
+def expand_final(plan: TrialPlan, choices: list[Choice], source: str = "spec") -> list[Job]:
+    """The final jobs of a search's choices: each chosen configuration on the suite's seeds,
+    reported on the test split, every job marked with the searched values that reach it; in
+    the suite's sweep order."""
+    wanted: dict[int, list[Choice]] = {}
+    for choice in choices:
+        if choice.best is not None:
+            wanted.setdefault(choice.best.index, []).append(choice)
+    found: dict[str, Job] = {}
+    for index in sorted(wanted):
+        config = plan.configs[index]
+        for job in expand(derive(plan.suite, config, "final", source), source):
+            if any(c.model in (None, job.model.name) and c.setting == setting_of(job)
+                   for c in wanted[index]):
+                job = mark(job, "final", values_for(job, config, plan.reach))
+                found.setdefault(job.job_id, job)
+    sweep = expand(derive(plan.suite, {}, "final", source), source)
+    order = {(j.model.name, *setting_of(j), j.seed): i for i, j in enumerate(sweep)}
+    return sorted(found.values(),
+                  key=lambda j: order.get((j.model.name, *setting_of(j), j.seed), len(order)))
 
 
 def spec_hash(suite: Suite) -> str:

@@ -87,6 +87,16 @@ class ScaleMeasure(Strict):
         return self.batch_size or 1
 
 
+class SearchMark(Strict):
+    """What a job is to a hyperparameter search (:mod:`seqbench.config.search`): a ``trial``
+    (scored on the validation split to choose a configuration) or the ``final`` run of the
+    chosen one (reported on the test split), with the searched values it runs at (dotted path
+    -> value, as ``--set`` writes them)."""
+
+    role: Literal["trial", "final"]
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
 class Job(Strict):
     spec_format: int
     suite_version: int
@@ -103,6 +113,7 @@ class Job(Strict):
     timeout_s: float
     # training jobs: evaluation settings after training (added: absent while empty)
     evals: tuple[EvalSetting, ...] = added(())
+    search: SearchMark | None = added(None)  # trials and final runs of a search (added)
 
     def _post_dump(self, data: dict[str, Any]) -> dict[str, Any]:
         keep = {"scale": SCALE_TRAIN_KEYS, "stream": STREAM_TRAIN_KEYS}.get(self.kind)

@@ -234,8 +234,7 @@ def _input_lengths(task_cls: Any, task: TaskSpec, suite: Suite, t_i: int, source
 
 def check_suite(suite: Suite, source: str) -> None:
     """Every check that needs the registries (see the module docstring)."""
-    from seqbench.worker.models import IOSpec, mixer_class, size_to_budget, split_params
-    from seqbench.worker.models.base import BackboneConfig
+    from seqbench.worker.models import IOSpec, mixer_class, split_params
 
     check_kind(suite, source)
     if suite.kind == "train":
@@ -268,11 +267,70 @@ def check_suite(suite: Suite, source: str) -> None:
                                     f"{task.name} input length {input_len} exceeds models[{i}] "
                                     f"{name}'s positional table (max_len={limit})",
                                     source=source)
-        for i, _, cls, cfg, bb_cfg, budget in models:
-            if budget is None:
-                continue
+        _check_budgets(models, task, task_cls, suite, io, source)
+    if suite.search is not None:
+        check_search(suite, source)
+
+
+def check_search(suite: Suite, source: str) -> None:
+    """Everything about a search (:mod:`seqbench.config.search`) that can be known before a
+    job runs: a train suite without an ``eval_split`` of its own (the search sets it), paths a
+    search may set (reaching a model or task the suite has, not shadowed by a task's own
+    override), a ``metric`` every synthetic task has, and every configuration's final suite
+    passing every check the spec itself passes (errors name the searched path)."""
+    from seqbench.config.search import blame, configurations, derive, targets
+
+    search = suite.search
+    assert search is not None
+    if suite.kind != "train":
+        raise SpecError("search", "...", "only for kind: train (scale jobs train nothing to "
+                        "select)", source=source)
+    why = "set by the search (trials on eval, the final runs on test); remove it"
+    if "eval_split" in suite.train.model_fields_set:
+        raise SpecError("train.eval_split", suite.train.eval_split, why, source=source)
+    for i, task in enumerate(suite.tasks):
+        if "eval_split" in task.train:
+            raise SpecError(f"tasks[{i}].train.eval_split", task.train["eval_split"], why,
+                            source=source)
+    try:
+        targets(suite)
+    except SpecError as exc:
+        raise SpecError(exc.field, exc.value, exc.allowed, source=source) from None
+    if search.metric is not None:
+        for task in suite.tasks:
+            if TASKS[task.name].kind != "synthetic":
+                continue  # a dataset is not built to check a name; selection refuses it
+            info = TASKS[task.name].load()(min(task_lengths(suite, task)), **task.params).info
+            names = [m.name for m in info.metrics]
+            if search.metric not in names:
+                raise SpecError("search.metric", search.metric, f"one of {task.name}'s "
+                                f"metrics: {', '.join(names)}", source=source)
+    for config in configurations(search):
+        derived = derive(suite, config, "final", source)
+        try:
+            check_suite(derived, source)
+        except SpecError as exc:
+            raise blame(search, config, exc, source) from None
+
+
+def _check_budgets(models: list[Any], task: TaskSpec, task_cls: Any, suite: Suite, io: Any,
+                   source: str) -> None:
+    """Every budget can be met on this task: some width stays within it (a parameter budget
+    once per task; a state or FLOPs budget at every input length, as a KV cache and
+    attention's FLOPs grow with it)."""
+    from seqbench.worker.models import BUDGET_KEY, fit_budget
+    from seqbench.worker.models.base import BackboneConfig
+
+    element = 2 if suite.dtype == "bfloat16" else 4
+    lengths = sorted({task_cls.input_len(L, task.params) for L in task_lengths(suite, task)})
+    for i, _, cls, cfg, bb_cfg, budget in models:
+        if budget is None:
+            continue
+        for input_len in lengths[:1] if budget.key == BUDGET_KEY else lengths:
             try:
-                size_to_budget(cls, cfg, BackboneConfig(**{**bb_cfg.__dict__}), io, budget)
+                fit_budget(cls, cfg, BackboneConfig(**{**bb_cfg.__dict__}), io, budget,
+                           input_len=input_len, element_bytes=element)
             except SpecError as exc:
-                raise SpecError(f"models[{i}].params.param_budget", budget,
-                                f"{exc.allowed} on {task.name}", source=source) from None
+                at = "" if budget.key == BUDGET_KEY else f" at input length {input_len}"
+                raise SpecError(f"models[{i}].params.{budget.key}", exc.value,
+                                f"{exc.allowed} on {task.name}{at}", source=source) from None

@@ -149,6 +149,17 @@ class GradProbeSpec(Strict):
         return v
 
 
+class EdgeSpec(Strict):
+    """The edge track after training (:mod:`seqbench.worker.edge`): the trained model streamed
+    one token at a time at batch 1 on the CPU, float32 and with dynamic int8 quantization."""
+
+    tokens: PositiveInt = 1000  # timed streaming steps per variant, after the warm-up
+    warmup: NonNegativeInt = 100  # untimed streaming steps first
+    threads: PositiveInt = 1  # torch threads while measuring
+    int8: bool = True  # also the model under torch.ao dynamic int8 quantization
+    eval_examples: PositiveInt | None = None  # metric of each variant; None: train.eval_examples
+
+
 class TrainSpec(Strict):
     steps: PositiveInt = 300
     batch_size: PositiveInt = 64
@@ -171,6 +182,7 @@ class TrainSpec(Strict):
     early_stop: EarlyStop | None = added(None)  # needs eval_every
     grad_probe: GradProbeSpec | None = added(None)
     compile: bool = added(False)  # torch.compile the model (every architecture alike)
+    edge: EdgeSpec | None = added(None)  # the edge track after training (worker/edge.py)
 
     @field_validator("betas")
     @classmethod
@@ -299,6 +311,106 @@ class TaskSpec(Strict):
         return v
 
 
+# --- hyperparameter search (seqbench.config.search, seqbench.execution.search) ----------------
+MAX_SEARCH_CONFIGS = 1000  # configurations one search may name (grid x random samples)
+SEARCH_PATH = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$"
+
+
+class SearchRange(Strict):
+    """A range that random search samples from: uniform on ``[low, high]``, log-uniform with
+    ``log: true`` (both ends > 0), rounded to whole numbers with ``integer: true``."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.high <= self.low:
+            raise ValueError(f"high must be > low={self.low}")
+        if self.log and self.low <= 0:
+            raise ValueError("log: true needs low > 0")
+        return self
+
+
+class RandomSearch(Strict):
+    """``samples`` points drawn from ``space`` (dotted path -> range) with a seeded generator."""
+
+    samples: PositiveInt
+    seed: NonNegativeInt = 0
+    space: dict[Annotated[str, Field(pattern=SEARCH_PATH)], SearchRange] = Field(min_length=1)
+
+
+class SearchSpec(Strict):
+    """A search over training and model settings (``docs/architecture.md``, "Search").
+
+    Every configuration (the ``grid``'s product, each combined with every ``random`` sample) is
+    trained on the trial ``seeds`` with ``train.eval_split: eval`` (validation) and scored by
+    ``metric`` (default: the task's primary metric; direction from the task) under ``rule`` over
+    the trial seeds; the best configuration per model (``per: model``) or one for every model
+    (``per: suite``), separately for each task and length, is then run on the suite's seeds with
+    ``train.eval_split: test``. Paths are dotted as ``--set`` writes them: ``train.<key>``,
+    ``models.<name>.params.<key>``, ``tasks.<name>.train.<key>``."""
+
+    grid: dict[Annotated[str, Field(pattern=SEARCH_PATH)],
+               Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    random: RandomSearch | None = None
+    per: Literal["model", "suite"] = "model"
+    seeds: list[NonNegativeInt] | None = Field(None, min_length=1)  # None: the suite's seeds
+    metric: str | None = Field(None, min_length=1)  # None: each task's primary metric
+    rule: Literal["mean", "median"] = "mean"  # over the trial seeds of a configuration
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in v.items():
+            shown = [json_value(x) for x in values]
+            if any(not _finite(x) for x in values):
+                raise ValueError(f"{path}: every value must be finite (got {shown})")
+            if len({repr(x) for x in shown}) != len(shown):
+                raise ValueError(f"{path}: must not repeat a value (got {shown})")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("must not repeat a seed")
+        return v
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> SearchSpec:
+        if not self.grid and self.random is None:
+            raise ValueError("a search needs a grid, a random block or both")
+        both = sorted(set(self.grid) & set(self.random.space if self.random else {}))
+        if both:
+            raise ValueError(f"{both[0]} is in both grid and random.space")
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        n *= self.random.samples if self.random else 1
+        if n > MAX_SEARCH_CONFIGS:
+            raise ValueError(f"names {n} configurations; at most {MAX_SEARCH_CONFIGS}")
+        return self
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a (nested) YAML value."""
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    if isinstance(value, dict):
+        return all(_finite(x) for x in value.values())
+    if isinstance(value, list):
+        return all(_finite(x) for x in value)
+    return True
+
+
+def json_value(value: Any) -> Any:
+    """A YAML value as it appears in a message (pydantic models as their dumps)."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", min_length=1, max_length=64)
     version: PositiveInt = 1
@@ -316,6 +428,7 @@ class Suite(Strict):
     # jobs at once on the local executor when --workers is not given. Keep 1 for timings that
     # cite; the quick suite uses 2 one-thread workers on 2 cores (recorded in its spec)
     workers: PositiveInt = 1
+    search: SearchSpec | None = added(None)  # hyperparameter search (seqbench.config.search)
 
     @field_validator("seeds")
     @classmethod

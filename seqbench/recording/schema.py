@@ -69,6 +69,11 @@ class Row(BaseModel):
         "MLP], norm, head) or bare (embedding/projection, N x mixer, head); absent on rows "
         "recorded before the setting existed, which are shared")
     kernel_path: str = col('', 'kernel that ran (cudnn, aten-cpu, sdpa-flash, ...)', required=True)
+    kernel_path_source: Literal["observed", "inferred"] | None = col(
+        '', "observed: kernel_path's kernels were seen in a profiler trace of one probe call "
+        "after the job's measurements (seqbench.worker.kernels_seen); inferred: the path the "
+        "mixers' code took, which no trace confirmed (a path of ordinary PyTorch ops, or a "
+        "profiler that cannot see the device's kernels); absent on rows recorded before it")
     attn_dropout: float | None = col('', 'attention dropout (CPU: > 0 forces the math kernel)')
     receptive_field: int | None = col(
         'tokens', "positions one output can see, for mixers with a finite window (a TCN's)")
@@ -205,6 +210,43 @@ class Row(BaseModel):
     platform: str | None = col('', 'platform.platform() of the worker')
     signal: int | None = col('', 'signal that killed the worker (rows of killed workers)')
     started_at: str = col('', 'UTC ISO-8601 start of the job', required=True)
+    # --- budgets and search (seqbench.worker.models.fit_budget; a search's roles are in the
+    # row's job: job.search = {role: trial|final, values})
+    state_size_bytes: int | None = col(
+        'bytes', "the model's recurrent state (or KV cache) per sequence after input_len "
+        'tokens, from the mixers\' state_size formulas at the parameter dtype')
+    flops_per_token: float | None = col(
+        'FLOP', "analytic forward FLOPs per token at input_len (the mixers' forward_flops, "
+        'MLPs and head; matmuls only, multiply-add = 2)')
+    budget_kind: str | None = col(
+        '', 'the budget the model was sized to: params (param_budget), state_bytes '
+        '(state_budget) or flops_per_token (flops_budget)')
+    budget_target: float | None = col(
+        '', "the budget, in its kind's unit (parameters, bytes per sequence, FLOPs per token)")
+    budget_achieved: float | None = col(
+        '', "the built model's value of the budgeted quantity, in the budget's unit")
+    budget_ratio: float | None = col('', 'budget_achieved / budget_target (never above 1)')
+    budget_tolerance: float | None = col(
+        '', "the fraction below the budget that counts as matched (the spec's budget_tolerance, "
+        'else 0.05)')
+    budget_matched: bool | None = col(
+        '', '(1 - budget_tolerance) x budget_target <= budget_achieved <= budget_target')
+    budget_adjusted: dict[str, Any] | None = col(
+        '', 'what the sizing set: d_model, and mlp_ratio / mlp_hidden when the MLP width was '
+        'adjusted to land within the tolerance')
+    budget_note: str | None = col(
+        '', "why the budget is not matched ('' when it is)")
+    # --- edge track (seqbench.worker.edge; train.edge)
+    edge: list[Any] | None = col(
+        '', 'the edge track after training: the trained model streamed token by token at batch '
+        '1 on the CPU, one entry per precision: [{precision (float32 | int8: torch.ao dynamic '
+        'quantization), status, error, threads, quantized (module type: count), '
+        'quantized_param_fraction, metric_<name>... (eval_examples of eval_split, the same for '
+        'every variant), warmup, tokens, sequences, context_len (tokens per streamed sequence), '
+        'latency_s_samples (every timed step, s), latency_s_median, latency_s_p99, '
+        'latency_s_mean (from those samples), state_bytes (after a whole sequence), '
+        'weight_bytes, start_rss_bytes and peak_rss_bytes (resident set at the start and peak '
+        'while streaming), rss_method, stream_vs_forward_max_abs, edge_s}]')
 
     def update(self, **fields: Any) -> Row:
         """Set fields (each checked against its declared type); returns the row."""

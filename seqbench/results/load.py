@@ -38,7 +38,7 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -479,9 +479,13 @@ IDENTITY_COLUMNS = ("job_id", "config_hash", "suite", "kind", "task", "model", "
                     "primary_metric", "eval_split", "train_steps", "stop_reason", "source")
 
 
-def _train_records(path_or_paths: str | Path | Sequence[str | Path], warn: bool
-                   ) -> list[dict[str, Any]]:
-    df = load(path_or_paths, warn=warn)
+# what the tidy loaders read: paths, as for load, or a frame load returned
+RowsSource: TypeAlias = str | Path | Sequence[str | Path] | pd.DataFrame
+
+
+def _train_records(path_or_paths: RowsSource, warn: bool) -> list[dict[str, Any]]:
+    df = path_or_paths if isinstance(path_or_paths, pd.DataFrame) else load(path_or_paths,
+                                                                            warn=warn)
     return df[df["kind"] == "train"].to_dict("records")
 
 
@@ -593,10 +597,10 @@ def load_curves(path_or_paths: str | Path | Sequence[str | Path], *,
                             "wall_s", "train_loss"))
 
 
-def load_grad_profiles(path_or_paths: str | Path | Sequence[str | Path], *,
-                       warn: bool = True) -> pd.DataFrame:
+def load_grad_profiles(path_or_paths: RowsSource, *, warn: bool = True) -> pd.DataFrame:
     """One record per (training job, probe point, stored distance): ``step``, ``distance``,
-    ``norm``, and the point's ``decay_per_step`` and ``horizon``, with the job's identity."""
+    ``norm``, and the point's ``decay_per_step`` and ``horizon``, with the job's identity
+    (``path_or_paths``: what :func:`load` reads, or a frame it returned)."""
     records = []
     for rec in _train_records(path_or_paths, warn):
         base = _identity(rec)

@@ -9,6 +9,7 @@
     out_dir/figures/*.png|pdf
     out_dir/stats.csv        every statistic: mean, std, n, exact CI bounds and method, range
     out_dir/rows.parquet     the rows all of it was computed from
+    out_dir/gradients.csv, edge.csv   the gradient-flow and edge tables, for rows that have them
 
 Each table is models x lengths for one task and metric. A cell is ``mean ± h (n=..)`` where
 ``mean ± h`` covers the interval :func:`seqbench.results.stats.interval` chose for that n (none
@@ -35,9 +36,10 @@ import pandas as pd
 
 from seqbench.errors import SpecError
 from seqbench.results import columns as C
-from seqbench.results import plots, provenance
+from seqbench.results import edge, gradients, plots, provenance
 from seqbench.results.completeness import completeness
 from seqbench.results.load import load, run_names, suite_info, to_parquet
+from seqbench.results.search import report_rows, search_blocks
 from seqbench.results.stats import (
     ALPHA,
     N_BOOT,
@@ -372,6 +374,9 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     if notes:
         doc.add(Heading("Notes on the stored rows"), Bullets(list(notes)))
 
+    doc.add(*search_blocks(df, suites, out, formats if figures else ()))
+    df = report_rows(df)  # a search's trials are in its section only; the tables: final runs
+
     stats = aggregate(df, n_boot=n_boot, seed=seed)
     stats.to_csv(out / "stats.csv", index=False)
     summary = summary_table(df, n_boot=n_boot, seed=seed)
@@ -386,6 +391,8 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
     images = _figures(df, out, formats, n_boot, seed) if figures else []
     if images:
         doc.add(Heading("Figures"), *images)
+    for track in (gradients, edge):  # nothing for rows without a gradient profile / edge track
+        doc.add(*track.report_blocks(df, out, formats, figures))
 
     doc.add(Heading("Tables"), Paragraph(methods_note(stats, n_boot, seed) + " In parentheses "
                                          "the number of ok seeds and any failed seeds by status; "

@@ -42,7 +42,9 @@ def build(job: Job, device: torch.device) -> tuple[Task, Backbone]:
     if reason:
         raise BackendUnavailable(reason)
     task = build_task(job.task.name, job.task.seq_len, job.task.params)
-    model = build_model(name, params, task.info.io).to(device=device, dtype=DTYPES[job.dtype])
+    model = build_model(name, params, task.info.io, input_len=task.info.input_len,
+                        element_bytes=DTYPES[job.dtype].itemsize,
+                        ).to(device=device, dtype=DTYPES[job.dtype])
     if job.train.compile and job.kind != "stream":
         model.compile(backend=COMPILE_BACKEND)
     return task, model
@@ -88,13 +90,13 @@ def describe(row: Row, model: Backbone, task: Task | TaskInfo, device: torch.dev
     """The fields every row of a built model has: its size and backbone shape, input,
     autocast, timing method, whether it is compiled, where the task's data came from (given the
     task, not only its info) and what its mixer reports about itself."""
-    from seqbench.worker.models import count_params
+    from seqbench.worker.models import count_params, sizing_fields
 
     info = task.info if isinstance(task, Task) else task
     row.update(param_count=count_params(model), d_model=model.cfg.d_model,
                backbone=model.cfg.backbone, input_len=info.input_len, autocast=autocast_name(amp),
                timing_method=timing_method(device), compiled=is_compiled(model),
-               **model.row_fields())
+               **model.row_fields(), **sizing_fields(model, info.input_len))
     source = task.data_source if isinstance(task, Task) else None
     if source is not None:
         row.update(data_source=dict(source))

@@ -22,11 +22,15 @@ evenly spaced among those scored in the batch (the cost is one backward pass eac
 runs in eval mode, in full precision (no autocast), and eagerly even for a compiled model.
 
 Summary numbers: ``decay_per_step``, the least-squares slope of ``ln norm(d)`` against ``d`` over
-the distances with a finite, positive norm (a linear recurrence ``h_t = a h_{t-1} + x_t`` read
-at the last position gives ``ln |a|`` exactly), and ``horizon``, the smallest distance at which
-the norm falls below ``fraction x norm(0)`` (null if it never does within the sequence). Note
-that ``norm(0)`` includes the residual path from a position to its own output, which every
-backbone has, so a horizon measures the decay relative to that direct path.
+the distances ``d >= 1`` with a finite, positive norm (a linear recurrence ``h_t = a h_{t-1} +
+x_t`` read at the last position gives ``ln |a|`` exactly), and ``horizon``, the smallest distance
+at which the norm falls below ``fraction x norm(0)`` (null if it never does within the
+sequence). ``norm(0)`` includes the residual path from a position to its own output, which
+every backbone has and which no earlier position has, so a horizon measures the decay relative
+to that direct path, while the decay rate leaves distance 0 out of its fit: only gradients that
+went through the mixer enter it (with distance 0 in the fit, the jump from the direct path alone
+tilts the slope of a flat profile by ``-6 ln(norm(0)/norm(1)) / (L (L + 1))``, -0.025 per step
+for a tenfold jump at ``L = 23``). A profile with one distance has no decay rate.
 
 Stored compactly: the norm at every distance below :data:`EXACT_DISTANCES`, then about
 :data:`PER_OCTAVE` log-spaced distances per doubling up to the largest; the summary numbers use
@@ -108,10 +112,14 @@ def distance_norms(model: nn.Module, task: Task, x: torch.Tensor, y: torch.Tenso
     return norms
 
 
+FIT_FROM = 1  # the decay fit starts past the direct (residual) path at distance 0
+
+
 def decay_per_step(norms: np.ndarray) -> float | None:
-    """Least-squares slope of ``ln norm`` against distance, over finite positive norms."""
+    """Least-squares slope of ``ln norm`` against distance, over the finite positive norms at
+    distances ``>= FIT_FROM`` (None with fewer than two)."""
     d = np.arange(len(norms), dtype=float)
-    ok = np.isfinite(norms) & (norms > 0)
+    ok = np.isfinite(norms) & (norms > 0) & (d >= FIT_FROM)
     if ok.sum() < 2:
         return None
     dx = d[ok] - d[ok].mean()

@@ -24,7 +24,7 @@ from seqbench.config.job import Job
 from seqbench.errors import BackendUnavailable, SeqbenchError
 from seqbench.recording.rows import CPU_MEM_METHOD, RunContext, new_row
 from seqbench.recording.schema import Row
-from seqbench.worker import scale
+from seqbench.worker import kernels_seen, scale
 from seqbench.worker.build import build, describe
 from seqbench.worker.data.base import Task
 from seqbench.worker.measure import CudaMemory, is_cuda, repeat
@@ -148,7 +148,7 @@ def run_train(job: Job, row: Row, device: torch.device) -> None:
         except Diverged as exc:
             result = exc.result
             row.update(status="diverged", error=str(exc), diverged_step=exc.step)
-        row.update(kernel_path=model.kernel_path,  # the training kernel (dropout can change it)
+        row.update(kernel_path=model.kernel_path,  # the claim, until the probe below
                    train_first_step_s=result.timing.first_s, train_steps=result.steps,
                    train_final_loss=result.final_loss, stop_reason=result.stop_reason,
                    **result.timing_fields(None if train_cfg.lengths else tokens))
@@ -160,6 +160,8 @@ def run_train(job: Job, row: Row, device: torch.device) -> None:
             row.update(grad_profile=result.grad_profile)
         if row.status == "diverged":
             row.update(**memory.fields())
+            probe, _ = task.timing_batch(job.seed + 1, train_cfg.batch_size, device)
+            row.update(**kernels_seen.forward_row_fields(model, probe, device, amp))
             return
         metrics = evaluate(model, task, train_cfg, device, job.seed, split=train_cfg.eval_split)
         row.update(**metrics.fields())
@@ -177,10 +179,16 @@ def run_train(job: Job, row: Row, device: torch.device) -> None:
         row.update(fwd_first_call_s=fwd.first_s, **fwd.fields("fwd", tokens), **memory.fields())
     if job.evals:  # after the memory of training and timing was read
         row.update(evals=run_evals(job, model, task, device))
+    if train_cfg.edge is not None:  # the edge track: the trained model streamed on the CPU
+        from seqbench.worker.edge import run_edge
+
+        row.update(edge=run_edge(job, model, task, error_fields))
     if compiled_before is not None:
         after = compile_seconds()
         if after is not None:
             row.update(compile_s=after - compiled_before)
+    # which kernels ran, seen in one probe forward after every measurement
+    row.update(**kernels_seen.forward_row_fields(model, x, device, amp))
     if not all(math.isfinite(row.get(f"metric_{m.name}", math.nan)) for m in info.metrics):
         row.update(status="diverged", error="non-finite evaluation metric")
         return

@@ -31,6 +31,7 @@ import torch
 from seqbench.config.job import Job
 from seqbench.errors import BackendUnavailable
 from seqbench.recording.schema import Row
+from seqbench.worker import kernels_seen
 from seqbench.worker.build import DTYPES, build, describe
 from seqbench.worker.measure import CudaMemory, is_cuda, repeat, timed
 from seqbench.worker.models.base import Backbone
@@ -141,7 +142,8 @@ def run_scale(job: Job, row: Row, device: torch.device) -> None:
         warmups["fwd"] = len(fwd.warmup_s)
         timed_total += fwd.total_s
         row.update(**achieved(row, "flops_per_fwd", "fwd_step_s_median", "fwd"))
-    row.update(warmup_calls=warmups, timed_s=timed_total)
+    row.update(warmup_calls=warmups, timed_s=timed_total,
+               **kernels_seen.forward_row_fields(model, x, device, amp))
     if not finite:
         row.update(status="diverged", error="non-finite training loss while timing")
         return
@@ -173,7 +175,10 @@ def run_stream(job: Job, row: Row, device: torch.device) -> None:
             # the same state every call: each timed step sees exactly `context` tokens
             steps = repeat(lambda: model.step(x_t, state), device, **repeat_kwargs(job))
             row.update(**memory.fields())
-    row.update(kernel_path=model.kernel_path, stream_first_call_s=steps.first_s,
+        # the step's kernels, seen in one more step (the state's tensors need inference mode)
+        row.update(**kernels_seen.row_fields(model, lambda: model.step(x_t, state), device,
+                                             amp, train=False))
+    row.update(stream_first_call_s=steps.first_s,
                warmup_calls={"stream": len(steps.warmup_s)}, timed_s=prefill_s + steps.total_s,
                **steps.fields("stream", batch))
     row.status = "ok"

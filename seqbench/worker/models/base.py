@@ -40,6 +40,10 @@ class Mixer(nn.Module):
     Config: ClassVar[type]  # dataclass with every mixer-specific default, once
     requires: ClassVar[tuple[str, ...]] = ()  # backends it needs, e.g. ("mamba_ssm",)
     supports_step: ClassVar[bool] = False  # has init_state/step for streaming inference
+    # every kernel_path forward, prefill and step can report; () = not declared. The paths with
+    # a trace signature (seqbench.worker.kernels_seen) can then be observed, and a claim
+    # contradicted by the trace is replaced by the path that was seen
+    kernel_paths: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, config: Any) -> None:
         super().__init__()

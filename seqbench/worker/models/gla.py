@@ -89,6 +89,7 @@ def _width(d_model: int, expand: float) -> int:
 class GLA(Mixer):
     Config = GLAConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = ("fla-chunk_gla", "torch-chunked-gla", "torch-step")
 
     def __init__(self, d_model: int, config: GLAConfig) -> None:
         super().__init__(d_model, config)

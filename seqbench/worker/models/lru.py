@@ -20,9 +20,13 @@ input channels::
   standard normal.
 
 The layer ends like minimal-LRU's ``SequenceLayer`` (and seqbench's S4D): GELU, then a linear
-to ``2H`` and a GLU. Training runs the recurrence by seqbench's chunked scan
-(:func:`~seqbench.worker.models.ops.linear_scan.linear_scan`, time-invariant coefficients,
-complex64); streaming steps run it one position at a time (the tests' reference). ``nu_log``,
+to ``2H`` and a GLU. Training runs the recurrence (time-invariant coefficients, complex64) by
+``scan``: ``fused``, seqbench's C++ kernel
+(:func:`~seqbench.worker.models.ops.linear_scan.linear_scan_fused`, CPU,
+``kernel_path: cpu-fused-linear-scan``), or ``chunked``, seqbench's chunked PyTorch scan
+(:func:`~seqbench.worker.models.ops.linear_scan.linear_scan`, ``torch-chunked-scan``), the
+fused kernel's reference; ``auto`` takes the first that runs here. Streaming steps run it one
+position at a time (the tests' reference). ``nu_log``,
 ``theta_log`` and ``gamma_log`` are excluded from weight decay (the paper also gives them a
 smaller learning rate; seqbench's optimizer uses one learning rate).
 """
@@ -31,14 +35,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqbench.errors import BackendUnavailable
 from seqbench.worker.models.base import Mixer
-from seqbench.worker.models.ops.linear_scan import linear_scan
+from seqbench.worker.models.minrnn import fused_reason
+from seqbench.worker.models.ops.linear_scan import linear_scan, linear_scan_fused
+
+Scan = Literal["auto", "fused", "chunked"]
+SCANS = ("auto", "fused", "chunked")
 
 
 @dataclass
@@ -47,9 +56,12 @@ class LRUConfig:
     r_min: float = 0.0  # ring of |Lambda| at init (the paper's listing: 0 and 1)
     r_max: float = 1.0
     max_phase: float = 2 * math.pi  # phases uniform in [0, max_phase] (the listing: 6.28)
-    chunk: int = 0  # steps per scan chunk, 0 = ceil(sqrt(L))
+    chunk: int = 0  # steps per scan chunk (scan: chunked), 0 = ceil(sqrt(L))
+    scan: Scan = "auto"  # auto: fused (C++, CPU) when it runs, else chunked
 
     def __post_init__(self) -> None:
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}")
         if self.d_state < 1 or self.chunk < 0:
             raise ValueError("d_state must be >= 1 and chunk >= 0")
         if not 0 <= self.r_min < self.r_max <= 1:
@@ -61,6 +73,8 @@ class LRUConfig:
 class LRU(Mixer):
     Config = LRUConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "cpu-fused-linear-scan", "torch-chunked-scan", "torch-step")
 
     def __init__(self, d_model: int, config: LRUConfig) -> None:
         super().__init__(d_model, config)
@@ -98,9 +112,19 @@ class LRU(Mixer):
         y = x.real @ self.C_re.to(f).t() - x.imag @ self.C_im.to(f).t() + u * self.D.to(f)
         return F.glu(self.out(F.gelu(y).to(dtype)), dim=-1)
 
+    @classmethod
+    def unavailable_reason(cls, config: LRUConfig, device: torch.device) -> str | None:
+        return fused_reason(torch.device(device)) if config.scan == "fused" else None
+
     def _states(self, u: torch.Tensor) -> torch.Tensor:  # (B, L, H) real -> (B, L, N) complex
-        self.kernel_path = "torch-chunked-scan"
         lam = self._lambda(u.dtype).view(1, 1, -1)
+        fused = self.config.scan != "chunked" and fused_reason(u.device) is None
+        if self.config.scan == "fused" and not fused:
+            raise BackendUnavailable(str(fused_reason(u.device)))
+        if fused:
+            self.kernel_path = "cpu-fused-linear-scan"
+            return linear_scan_fused(lam, self._input(u))
+        self.kernel_path = "torch-chunked-scan"
         return linear_scan(lam, self._input(u), self.config.chunk or None)
 
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

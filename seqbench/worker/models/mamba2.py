@@ -7,17 +7,43 @@ Through Structured State Space Duality"): the block of ``mamba_ssm/modules/mamba
     y = SSD(x, dt, A, B, C) + D * x   (B, L, H, P)
     out = out_proj(rmsnorm(y * silu(z)))
 
-Three paths compute the same function (parameter names match mamba-ssm's); ``kernel_path``
-records which one ran:
+Parameter names are mamba-ssm's (``gated RMSNorm`` weight as ``norm_weight``); ``kernel_path``
+records which path ran:
 
-- ``mamba_ssm-triton``: mamba-ssm's Triton SSD kernels (``mamba_chunk_scan_combined``), on a
-  CUDA device when they import;
+- ``mamba_ssm-mamba_split_conv1d_scan_combined``: on a CUDA device with mamba-ssm's Triton SSD
+  kernels and causal-conv1d importing, ``d_conv`` in 2..4 and the conv width ``E + 2GN`` a
+  multiple of 8 (causal-conv1d's channel-last kernel), mamba-ssm's fused path
+  (``use_mem_eff_path`` of ``Mamba2Simple.forward``): split, causal conv + silu, the chunked
+  SSD with dt bias, softplus and D, the gated RMSNorm and out_proj in one call whose backward
+  recomputes the conv. Its norm is per group of ``E / ngroups`` channels, ours over all ``E``
+  (``mamba2_simple.py``'s unfused norm), so with ``ngroups > 1`` the call stops after the
+  ``silu(z)`` gate and seqbench's norm and out_proj follow
+  (``...+torch-gated-norm``);
+- ``mamba_ssm-mamba_chunk_scan_combined``: mamba-ssm's Triton SSD with seqbench's conv, where
+  the fused call cannot run (no causal-conv1d, other widths);
 - ``cpu-fused-ssd``: seqbench's fused C++ kernels on CPU: the conv with its silu
   (:func:`~seqbench.worker.models.ops.causal_conv_fused`) and the SSD as a recurrence per head
   with the D skip inside (:func:`~seqbench.worker.models.ops.ssd_fused`; no per-step state is
   stored, the backward recomputes it chunk by chunk);
 - ``torch-ssd``: seqbench's chunked SSD (:func:`~seqbench.worker.models.ops.ssd_chunked`), the
   reference of the fused one, everywhere else.
+
+Streaming steps: ``mamba_ssm-selective_state_update+causal_conv1d_update`` on the mamba-ssm
+path (``Mamba2.step``: the conv window and the (B, H, P, N) state updated in place, the step
+kernel's one-decay-per-head mode selected by stride-0 views of dt, dt_bias, A and D), else
+``torch-step``. ``prefill`` is parallel on every path (mamba-ssm's ``return_final_states``,
+the C++ kernel's last state, the chunked SSD's carried state).
+
+How our weights map onto ``mamba_split_conv1d_scan_combined(zxbcdt, conv1d_weight,
+conv1d_bias, dt_bias, A, D, chunk_size, ..., activation, rmsnorm_weight, rmsnorm_eps,
+outproj_weight, outproj_bias, headdim, ngroups, norm_before_gate)``
+(``mamba_ssm/ops/triton/ssd_combined.py``): ``zxbcdt`` is ``in_proj(u)`` as it is,
+``(B, L, 2E + 2GN + H)`` in mamba-ssm's order ``[z, x, B, C, dt]`` (ours); ``conv1d_weight``
+``conv1d.weight.squeeze(1)``, ``(E + 2GN, K)``; ``conv1d_bias``, ``dt_bias (H,)``, ``D (H,)``;
+``A = -exp(A_log.float())`` ``(H,)``; ``chunk_size = chunk``; ``activation = "silu"``;
+``headdim = P``, ``ngroups = G``; ``rmsnorm_weight = norm_weight``, ``rmsnorm_eps =
+norm_eps``, ``norm_before_gate = False`` (``rmsnorm(y * silu(z))``), ``outproj_weight``,
+``outproj_bias`` from ``out_proj`` (ngroups 1; None otherwise, see above).
 
 ``backend`` and ``scan`` work as for :mod:`seqbench.worker.models.mamba`: an explicit request
 that cannot run here (``backend: mamba_ssm`` without a GPU or Triton, ``scan: fused`` without
@@ -26,6 +52,7 @@ the C++ kernels) gives an ``unavailable`` row and the reason.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,8 +68,10 @@ from seqbench.worker.models.mamba import (
     SCANS,
     Backend,
     Scan,
+    causal_conv1d_usable,
     init_dt_bias,
     kernel_failures_unavailable,
+    mamba_ssm_step_runs,
     resolve_backend,
     resolve_scan,
 )
@@ -54,6 +83,7 @@ from seqbench.worker.models.ops import (
     ssd_fused,
     ssd_step,
 )
+from seqbench.worker.models.ops.conv import causal_conv_window
 
 SSD_MODULE = "mamba_ssm.ops.triton.ssd_combined"  # the Triton SSD kernels
 
@@ -91,6 +121,12 @@ class Mamba2Config:
 class Mamba2(Mixer):
     Config = Mamba2Config
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "mamba_ssm-mamba_split_conv1d_scan_combined",
+        "mamba_ssm-mamba_split_conv1d_scan_combined+torch-gated-norm",
+        "mamba_ssm-mamba_chunk_scan_combined", "cpu-fused-ssd", "torch-ssd",
+        "mamba_ssm-selective_state_update+causal_conv1d_update",
+        "mamba_ssm-selective_state_update+torch-conv-step", "torch-step")
 
     def __init__(self, d_model: int, config: Mamba2Config) -> None:
         super().__init__(d_model, config)
@@ -143,44 +179,149 @@ class Mamba2(Mixer):
 
     def _gate_norm_out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """out_proj(rmsnorm(y * silu(z))): mamba-ssm's RMSNormGated, norm_before_gate=False."""
-        g = (y * F.silu(z)).float()
+        return self._norm_out(y * F.silu(z))
+
+    def _norm_out(self, g: torch.Tensor) -> torch.Tensor:
+        """out_proj(rmsnorm(g) * norm_weight) of the gated ``g`` (B, ..., E), in fp32 inside."""
+        dtype = g.dtype
+        g = g.float()
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.config.norm_eps)
-        return self.out_proj((g * self.norm_weight.float()).to(y.dtype))
+        return self.out_proj((g * self.norm_weight.float()).to(dtype))
+
+    def _paths(self, device: torch.device) -> tuple[str, bool]:
+        backend, reason = resolve_backend(self.config.backend, SSD_MODULE, device)
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        if backend == "mamba_ssm":
+            return backend, False
+        fused, reason = resolve_scan(self.config.scan, device)
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        return backend, fused
+
+    def split_conv_usable(self) -> bool:
+        """Whether mamba-ssm's fully fused ``mamba_split_conv1d_scan_combined`` can run this
+        configuration: causal-conv1d for the width, and a channel count its channel-last
+        kernel takes (``ensure_stride`` asserts a multiple of 8)."""
+        return causal_conv1d_usable(self.config.d_conv) and self.conv_dim % 8 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
-        backend, reason = resolve_backend(self.config.backend, SSD_MODULE, x.device)
-        if reason is not None:
-            raise BackendUnavailable(reason)
-        fused, reason = (False, None) if backend == "mamba_ssm" else resolve_scan(
-            self.config.scan, x.device)
-        if reason is not None:
-            raise BackendUnavailable(reason)
+        return self._run(x, return_state=False)[0]
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The whole prompt in one parallel call; the state after it (conv window, SSM state)."""
+        y, state = self._run(x, return_state=True)
+        assert state is not None
+        return y, state
+
+    def _run(self, x: torch.Tensor, return_state: bool
+             ) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        backend, fused = self._paths(x.device)
+        if backend == "mamba_ssm" and self.split_conv_usable():
+            return self._split_conv_scan(x, return_state)
         Bz, L, _ = x.shape
-        z, xBC, dt = self._split(self.in_proj(x))
+        z, xBC_in, dt = self._split(self.in_proj(x))
         w = self.conv1d.weight.squeeze(1)  # (E + 2GN, K)
         if fused:
-            xBC = causal_conv_fused(xBC, w, self.conv1d.bias, silu=True)
+            xBC = causal_conv_fused(xBC_in, w, self.conv1d.bias, silu=True)
         else:
-            xBC = F.silu(causal_conv(xBC, w, self.conv1d.bias))
+            xBC = F.silu(causal_conv(xBC_in, w, self.conv1d.bias))
         xs, B, C = self._heads(xBC)  # (B, L, H, P), (B, L, G, N) x 2
         A = -torch.exp(self.A_log.float())  # (H,)
+        last = None
         if backend == "mamba_ssm":
             from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-            self.kernel_path = "mamba_ssm-triton"
+            self.kernel_path = "mamba_ssm-mamba_chunk_scan_combined"
             with kernel_failures_unavailable("mamba_ssm mamba_chunk_scan_combined"):
                 y = mamba_chunk_scan_combined(xs, dt, A, B, C, chunk_size=self.config.chunk,
-                                              D=self.D, dt_bias=self.dt_bias, dt_softplus=True)
+                                              D=self.D, dt_bias=self.dt_bias, dt_softplus=True,
+                                              return_final_states=return_state)
         elif fused:
             self.kernel_path = "cpu-fused-ssd"
             dt = F.softplus(dt + self.dt_bias)  # (B, L, H)
-            y = ssd_fused(xs, dt, A, B, C, self.D)  # SSD + D x
+            y = ssd_fused(xs, dt, A, B, C, self.D, return_state=return_state)  # SSD + D x
         else:
             self.kernel_path = "torch-ssd"
             dt = F.softplus(dt + self.dt_bias)  # (B, L, H)
-            y = ssd_chunked(xs, dt, A, B, C, self.config.chunk)
+            y = ssd_chunked(xs, dt, A, B, C, self.config.chunk, return_state=return_state)
+        if return_state:
+            y, last = y
+        if backend != "mamba_ssm" and not fused:
             y = y + xs * self.D.unsqueeze(-1)
-        return self._gate_norm_out(y.reshape(Bz, L, self.d_inner), z)
+        out = self._gate_norm_out(y.reshape(Bz, L, self.d_inner), z)
+        if last is None:
+            return out, None
+        return out, {"conv": causal_conv_window(xBC_in, self.config.d_conv).contiguous(),
+                     "ssm": last.float().contiguous()}
+
+    def _split_conv_scan(self, x: torch.Tensor, return_state: bool
+                         ) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        """mamba-ssm's fully fused Mamba-2 block (the mapping is in the module docstring)."""
+        from mamba_ssm.ops.triton.ssd_combined import mamba_split_conv1d_scan_combined
+
+        cfg = self.config
+        zxbcdt = self.in_proj(x)  # (B, L, 2E + 2GN + H)
+        norm_inside = cfg.ngroups == 1  # its norm is per group; ours over all E channels
+        kwargs: dict[str, Any] = {"D": self.D, "chunk_size": cfg.chunk, "activation": "silu",
+                                  "headdim": cfg.headdim, "ngroups": cfg.ngroups,
+                                  "norm_before_gate": False}
+        if norm_inside:
+            kwargs.update(rmsnorm_weight=self.norm_weight, rmsnorm_eps=cfg.norm_eps,
+                          outproj_weight=self.out_proj.weight, outproj_bias=self.out_proj.bias)
+        if return_state:
+            kwargs["return_final_states"] = True
+            if "state_dtype" in inspect.signature(mamba_split_conv1d_scan_combined).parameters:
+                kwargs["state_dtype"] = torch.float32  # mamba-ssm >= 2.3: our state's dtype
+        self.kernel_path = ("mamba_ssm-mamba_split_conv1d_scan_combined"
+                            + ("" if norm_inside else "+torch-gated-norm"))
+        with kernel_failures_unavailable("mamba_ssm mamba_split_conv1d_scan_combined"):
+            out = mamba_split_conv1d_scan_combined(
+                zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias,
+                -torch.exp(self.A_log.float()), **kwargs)
+        last = None
+        if return_state:
+            out, last = out
+        if not norm_inside:
+            out = self._norm_out(out)  # (y + D x) silu(z) came out of the kernel
+        if last is None:
+            return out, None
+        xBC_in = self._split(zxbcdt)[1]
+        return out, {"conv": causal_conv_window(xBC_in, cfg.d_conv).contiguous(),
+                     "ssm": last.float().contiguous()}
+
+    def _mamba_ssm_step(self, x_t: torch.Tensor, state: dict[str, Any]
+                        ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """mamba-ssm's ``Mamba2.step``: conv window and SSM state updated in place."""
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+        H, P, N = self.n_heads, self.config.headdim, self.config.d_state
+        Bz = x_t.shape[0]
+        z, xBC, dt = self._split(self.in_proj(x_t))  # (B, E), (B, E + 2GN), (B, H)
+        w = self.conv1d.weight.squeeze(1)
+        conv = state["conv"]
+        if causal_conv1d_usable(self.config.d_conv):
+            from causal_conv1d import causal_conv1d_update
+
+            path = "mamba_ssm-selective_state_update+causal_conv1d_update"
+            with kernel_failures_unavailable("causal_conv1d causal_conv1d_update"):
+                xBC = causal_conv1d_update(xBC.to(conv.dtype), conv, w, self.conv1d.bias,
+                                           "silu")  # conv rolled in place
+        else:
+            path = "mamba_ssm-selective_state_update+torch-conv-step"
+            xBC, conv = causal_conv_step(xBC, conv, w, self.conv1d.bias)
+            xBC = F.silu(xBC)
+        xs, B, C = self._heads(xBC)  # (B, H, P), (B, G, N) x 2
+        A = -torch.exp(self.A_log.float())
+        # stride-0 views over P (and N): the kernel's one-decay-per-head mode (TIE_HDIM)
+        self.kernel_path = path
+        with kernel_failures_unavailable("mamba_ssm selective_state_update"):
+            y = selective_state_update(
+                state["ssm"], xs, dt.unsqueeze(-1).expand(Bz, H, P),
+                A[:, None, None].expand(H, P, N), B, C, self.D[:, None].expand(H, P),
+                z=None, dt_bias=self.dt_bias[:, None].expand(H, P), dt_softplus=True)
+        out = self._gate_norm_out(y.reshape(Bz, self.d_inner), z)
+        return out, {"conv": conv, "ssm": state["ssm"]}
 
     # --- recurrent mode ---------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -189,6 +330,8 @@ class Mamba2(Mixer):
                 "ssm": torch.zeros(batch, self.n_heads, P, N, device=device, dtype=torch.float32)}
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        if mamba_ssm_step_runs(self.config.backend, SSD_MODULE, x_t.device):
+            return self._mamba_ssm_step(x_t, state)
         self.kernel_path = "torch-step"
         z, xBC, dt = self._split(self.in_proj(x_t))  # (B, E), (B, E + 2GN), (B, H)
         xBC, conv = causal_conv_step(xBC, state["conv"], self.conv1d.weight.squeeze(1),

@@ -18,11 +18,19 @@ Parallel training (``scan``):
   ``log f' = -softplus(diff)``, ``log i' = -softplus(-diff)``) through the heinsen
   log-cumsum-exp scan, run in chunks (see :mod:`~seqbench.worker.models.ops.linear_scan`);
 - ``chunked``: the same coefficients in linear space, ``a_t = sigmoid(-z_t)`` and
-  ``b_t = sigmoid(z_t) h~_t`` with ``z = k`` (minGRU) or ``z = diff`` (minLSTM), through
+  ``b_t = sigmoid(z_t) g(h~_t)`` with ``z = k`` (minGRU) or ``z = diff`` (minLSTM), through
   seqbench's chunked scan (every term positive and ``a <= 1``, so it needs no logarithms to
   stay stable). On CPU ``torch.logcumsumexp`` alone costs more than the whole step loop
-  (8 x 4096 x 64, fwd + bwd: 0.36 s against 0.15-0.25 s, measured), so
-- ``auto`` (default) runs ``log`` on CUDA and ``chunked`` elsewhere; ``kernel_path`` names it.
+  (8 x 4096 x 64, fwd + bwd: 0.36 s against 0.15-0.25 s, measured);
+- ``fused``: the linear-space recurrence with its gates (``sigmoid(-z)``, ``sigmoid(z)``,
+  ``g``) computed inside seqbench's C++ kernel
+  (:func:`~seqbench.worker.models.ops.linear_scan.gated_scan_fused`), CPU only: the gate ops
+  and their backward, about 20 passes over ``(B, L, E)`` tensors, cost more than the chunked
+  scan itself on CPU, and the kernel reads ``z`` and ``h~`` once each way;
+- ``auto`` (default) runs ``log`` on CUDA, ``fused`` on CPU when the C++ kernels are built,
+  else ``chunked``; ``kernel_path`` names what ran (``torch-log-scan``,
+  ``cpu-fused-gated-scan``, ``torch-chunked-scan``). ``scan: fused`` where the kernels cannot
+  run gives an ``unavailable`` row with the reason.
 
 Streaming steps run the sequential form above (that is also the naive reference of the tests).
 """
@@ -36,10 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqbench.errors import BackendUnavailable
 from seqbench.worker.models.base import Mixer
-from seqbench.worker.models.ops.linear_scan import linear_scan, log_linear_scan
+from seqbench.worker.models.ops import native
+from seqbench.worker.models.ops.linear_scan import gated_scan_fused, linear_scan, log_linear_scan
 
-Scan = Literal["auto", "log", "chunked"]
+Scan = Literal["auto", "log", "chunked", "fused"]
+SCANS = ("auto", "log", "chunked", "fused")
 LOG_CHUNK = 64  # steps per heinsen chunk in the log-space form
 
 
@@ -56,19 +67,29 @@ def log_g(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class MinRNNConfig:
     expand: float = 1.0  # hidden width = round(expand * d_model); != 1 adds an output linear
-    scan: Scan = "auto"  # auto: log on CUDA, chunked elsewhere
+    scan: Scan = "auto"  # auto: log on CUDA, fused (C++) on CPU, else chunked
     chunk: int = 0  # steps per chunk; 0 = ceil(sqrt(L)) for chunked, 64 for log
 
     def __post_init__(self) -> None:
         if self.expand <= 0 or self.chunk < 0:
             raise ValueError("expand must be > 0 and chunk >= 0")
-        if self.scan not in ("auto", "log", "chunked"):
-            raise ValueError("scan must be auto, log or chunked")
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}")
+
+
+def fused_reason(device: torch.device) -> str | None:
+    """Why ``scan: fused`` cannot run on ``device`` (None: it can)."""
+    if device.type != "cpu":
+        return f"scan: fused: the fused scan runs on CPU (device is {device.type})"
+    reason = native.unavailable_reason()
+    return None if reason is None else f"scan: fused: {reason}"
 
 
 class _MinRNN(Mixer):
     Config = MinRNNConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = (
+        "cpu-fused-gated-scan", "torch-chunked-scan", "torch-log-scan", "torch-step")
     n_proj: ClassVar[int]  # projections of x: (h, z) for minGRU, (h, f, i) for minLSTM
 
     def __init__(self, d_model: int, config: MinRNNConfig) -> None:
@@ -87,15 +108,28 @@ class _MinRNN(Mixer):
     def _finish(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(h) if self.out is not None else h
 
+    @classmethod
+    def unavailable_reason(cls, config: MinRNNConfig, device: torch.device) -> str | None:
+        return fused_reason(torch.device(device)) if config.scan == "fused" else None
+
     def _scan_kind(self, device: torch.device) -> str:
         if self.config.scan == "auto":
-            return "log" if device.type == "cuda" else "chunked"
+            if device.type == "cuda":
+                return "log"
+            return "fused" if fused_reason(device) is None else "chunked"
         return self.config.scan
 
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, E)
         parts = self.proj(x).chunk(self.n_proj, dim=-1)  # (B, L, E) each
         z = self._logit(parts)
-        if self._scan_kind(x.device) == "log":  # the paper's log_coeffs and log_values
+        kind = self._scan_kind(x.device)
+        if kind == "fused":
+            reason = fused_reason(x.device)
+            if reason is not None:
+                raise BackendUnavailable(reason)
+            self.kernel_path = "cpu-fused-gated-scan"
+            h = gated_scan_fused(z, parts[0])  # gates inside the kernel
+        elif kind == "log":  # the paper's log_coeffs and log_values
             self.kernel_path = "torch-log-scan"
             h = log_linear_scan(-F.softplus(z), -F.softplus(-z) + log_g(parts[0]),
                                 self.config.chunk or LOG_CHUNK)

@@ -35,6 +35,7 @@ class _Recurrent(Mixer):
     cell: ClassVar[type[nn.RNN] | type[nn.LSTM] | type[nn.GRU]]
     states_per_layer: ClassVar[int] = 1  # LSTM carries (h, c)
     gates: ClassVar[int] = 1  # D x D weight blocks per input (RNN 1, GRU 3, LSTM 4)
+    kernel_paths: ClassVar[tuple[str, ...]] = ("cudnn", "aten-cpu", "aten-cuda")
 
     def __init__(self, d_model: int, config: RecurrentConfig) -> None:
         super().__init__(d_model, config)

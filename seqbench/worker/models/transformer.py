@@ -77,6 +77,7 @@ def rotary(x: torch.Tensor, offset: int, base: float) -> torch.Tensor:
 class Attention(Mixer):
     Config = AttentionConfig
     supports_step: ClassVar[bool] = True
+    kernel_paths: ClassVar[tuple[str, ...]] = tuple(_BACKENDS)
 
     def __init__(self, d_model: int, config: AttentionConfig) -> None:
         super().__init__(d_model, config)

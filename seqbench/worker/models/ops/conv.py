@@ -11,8 +11,6 @@ with zeros before the start, so the output never sees the future.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -67,7 +65,7 @@ class _FusedConv(torch.autograd.Function):
                            bias=native.ptr(bias), out=out.data_ptr(), Bz=Bz, L=L, C=C,
                            K=wt.shape[0], silu=int(silu), nthreads=native.num_threads())
         if L > 0:
-            getattr(native.library(), f"sb_conv_fwd_{native.suffix(f)}")(ctypes.byref(args))
+            native.call("conv", "fwd", f, args)
         ctx.save_for_backward(x, wt, bias)
         ctx.meta = (dtypes, silu)
         return out.to(dtypes[0])
@@ -88,8 +86,7 @@ class _FusedConv(torch.autograd.Function):
                            gw=gw.data_ptr(), gbias=native.ptr(gb), Bz=Bz, L=L, C=C, K=K,
                            silu=int(silu), nthreads=native.num_threads())
         if L > 0:
-            getattr(native.library(), f"sb_conv_bwd_{native.suffix(x.dtype)}")(
-                ctypes.byref(args))
+            native.call("conv", "bwd", x.dtype, args)
         gw = gw.sum(0).t().to(dtypes[1])  # (C, K)
         gb = None if gb is None else gb.sum(0).to(dtypes[2])
         return gx.to(dtypes[0]), gw, gb, None

@@ -37,6 +37,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from seqbench.worker.models.ops import native
 
 
 def _steps_first(x: torch.Tensor, Q: int, nc: int) -> torch.Tensor:
@@ -218,3 +221,137 @@ def log_linear_scan(log_a: torch.Tensor, log_b: torch.Tensor, chunk: int = 64) -
         carried = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
         h = h + decay * carried.unsqueeze(2)
     return h.reshape(Bz, nc * Q, *rest)[:, :L]
+
+
+# --- the fused CPU kernel ---------------------------------------------------------------------
+class _FusedLinearScan(torch.autograd.Function):
+    """:func:`linear_scan` in one C++ pass per (batch element, block of channels)
+    (``csrc/cpu_kernels.cpp``, :mod:`~seqbench.worker.models.ops.native`): the state stays in
+    registers; the backward runs the adjoint right to left and reads ``h_{t-1}`` from the
+    saved output."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        Bz, L = b.shape[:2]
+        inner = b.shape[2:]
+        C = math.prod(inner)
+        cplx = b.is_complex()
+        a_full = a.expand(a.shape[0], a.shape[1], *inner)  # inner dims as b's (views if equal)
+        a3 = a_full.reshape(a.shape[0], a.shape[1], C)
+        b3 = b.reshape(Bz, L, C)
+        a3, b3 = (torch.view_as_real(t.contiguous()) if cplx else t for t in (a3, b3))
+        a3, b3 = (native.operand(t, t.dtype, inner=t.dim() - 2) for t in (a3, b3))
+        scalars = C * (2 if cplx else 1)
+        h = b3.new_empty(Bz, L, scalars)
+        args = native.fill(native.LinScanArgs(), a=_rows(a3, Bz, L), b=_rows(b3, Bz, L),
+                           h=h.data_ptr(), Bz=Bz, L=L, C=scalars, cplx=int(cplx),
+                           nthreads=native.num_threads())
+        if L > 0:
+            native.call("linscan", "fwd", h.dtype, args)
+        ctx.save_for_backward(a3, h)
+        ctx.meta = (a.shape, b.shape, cplx)
+        h = h.view(Bz, L, C, 2) if cplx else h
+        out = torch.view_as_complex(h) if cplx else h
+        return out.view(b.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[Any, ...]:
+        a3, h = ctx.saved_tensors
+        a_shape, b_shape, cplx = ctx.meta
+        Bz, L, scalars = h.shape
+        gh = grad_h.reshape(Bz, L, -1)
+        gh = (torch.view_as_real(gh.contiguous()) if cplx else gh).reshape(Bz, L, scalars)
+        gh = gh.to(h.dtype).contiguous()
+        gb = torch.empty_like(h)
+        varying = a_shape[1] != 1
+        ga = None
+        if ctx.needs_input_grad[0]:
+            ga = torch.empty_like(h) if varying else h.new_empty(Bz, scalars)
+        args = native.fill(native.LinScanArgs(), a=_rows(a3, Bz, L), h=h.data_ptr(),
+                           gh=gh.data_ptr(), gb=gb.data_ptr(), ga=native.ptr(ga), Bz=Bz, L=L,
+                           C=scalars, cplx=int(cplx), nthreads=native.num_threads())
+        if L > 0:
+            native.call("linscan", "bwd", h.dtype, args)
+        if cplx:
+            gb = torch.view_as_complex(gb.view(Bz, L, -1, 2))
+        grad_b = gb.view(b_shape) if ctx.needs_input_grad[1] else None
+        grad_a = None
+        if ga is not None:
+            if cplx:
+                ga = torch.view_as_complex(ga.view(*ga.shape[:-1], -1, 2))
+            if not varying:
+                ga = ga.unsqueeze(1)  # (B, 1, C): summed over time by the kernel
+            ga = ga.view(Bz, ga.shape[1], *b_shape[2:])
+            grad_a = ga.sum_to_size(a_shape)  # over the dims ``a`` was broadcast along
+        return grad_a, grad_b
+
+
+def _rows(t: torch.Tensor, Bz: int, L: int) -> tuple[int, int, int]:
+    """(pointer, batch stride, time stride) with stride 0 where ``t`` is shared by the batch
+    (size 1 along dim 0) or by every step (size 1 along dim 1)."""
+    return (t.data_ptr(), t.stride(0) if t.shape[0] == Bz > 1 else 0,
+            t.stride(1) if t.shape[1] == L > 1 else 0)
+
+
+def linear_scan_fused(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`linear_scan` by the fused C++ kernel: ``b (B, L, ...)``, ``a`` broadcastable to
+    ``b`` with length ``L`` or 1 along time and ``B`` or 1 along the batch. Real or complex;
+    computed in at least fp32 (fp64 and complex128 stay), returned as :func:`linear_scan`
+    returns. Needs :func:`native.library` (check :func:`native.unavailable_reason` first); CPU
+    tensors."""
+    common = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    out = torch.promote_types(b.dtype, common if common.is_complex else b.dtype)
+    if a.dim() != b.dim():
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} need the same rank")
+    with torch.autocast(b.device.type, enabled=False):
+        h = _FusedLinearScan.apply(a.to(common), b.to(common))
+    return h.to(out)
+
+
+class _FusedGatedScan(torch.autograd.Function):
+    """minGRU's recurrence with its coefficients computed inside the kernel (``gate = 1`` in
+    ``csrc/cpu_kernels.cpp``): ``h_t = sigmoid(-z_t) h_{t-1} + sigmoid(z_t) g(x_t)``."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        Bz, L = x.shape[:2]
+        C = math.prod(x.shape[2:])
+        z3, x3 = (native.operand(t.reshape(Bz, L, C), t.dtype) for t in (z, x))
+        h = x3.new_empty(Bz, L, C)
+        args = native.fill(native.LinScanArgs(), a=native.rows(z3), b=native.rows(x3),
+                           h=h.data_ptr(), Bz=Bz, L=L, C=C, cplx=0, gate=1,
+                           nthreads=native.num_threads())
+        if L > 0:
+            native.call("linscan", "fwd", h.dtype, args, label="gated_scan")
+        ctx.save_for_backward(z3, x3, h)
+        ctx.shape = x.shape
+        return h.view(x.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[Any, ...]:
+        z3, x3, h = ctx.saved_tensors
+        Bz, L, C = h.shape
+        gh = grad_h.reshape(Bz, L, C).to(h.dtype).contiguous()
+        gz, gx = torch.empty_like(h), torch.empty_like(h)
+        args = native.fill(native.LinScanArgs(), a=native.rows(z3), b=native.rows(x3),
+                           h=h.data_ptr(), gh=gh.data_ptr(), gb=gx.data_ptr(), ga=gz.data_ptr(),
+                           Bz=Bz, L=L, C=C, cplx=0, gate=1, nthreads=native.num_threads())
+        if L > 0:
+            native.call("linscan", "bwd", h.dtype, args, label="gated_scan")
+        return gz.view(ctx.shape), gx.view(ctx.shape)
+
+
+def gated_scan_fused(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """minGRU's and minLSTM's recurrence (Feng et al. 2024) in one C++ pass, coefficients
+    included: ``h_t = sigmoid(-z_t) h_{t-1} + sigmoid(z_t) g(x_t)`` along dim 1 with
+    ``g(x) = x + 1/2`` for ``x >= 0`` and ``sigmoid(x)`` below, ``z, x (B, L, ...)`` real of
+    one shape (any row strides: the halves of a projection are read in place). The same
+    function as ``linear_scan(sigmoid(-z), sigmoid(z) * g(x))``; computed in fp32 (fp64
+    stays), returned in ``x``'s dtype. Needs :func:`native.library`; CPU tensors."""
+    if z.shape != x.shape or z.is_complex() or x.is_complex():
+        raise ValueError(f"z {tuple(z.shape)} and x {tuple(x.shape)}: real, of one shape")
+    f = native.compute_dtype(z, x)
+    with torch.autocast(x.device.type, enabled=False):
+        return _FusedGatedScan.apply(z.to(f), x.to(f)).to(x.dtype)

@@ -2,9 +2,12 @@
 
 The kernels are plain C++17 with a C ABI and no torch headers: the machine's ``g++`` compiles
 them, and Python calls them through :mod:`ctypes` with tensors' data pointers (the autograd
-Functions live next to their PyTorch references in ``selective_scan.py``, ``ssd.py`` and
-``conv.py``). The shared library is cached on disk, keyed by a hash of the source, the
-compiler's version, the flags and the CPU's feature flags (the build uses ``-march=native``), in
+Functions live next to their PyTorch references in ``selective_scan.py``, ``ssd.py``,
+``conv.py`` and ``linear_scan.py``). Each call goes through :func:`call`, inside a
+``torch.profiler.record_function`` range named ``seqbench::<kernel>_<fwd|bwd>``, so a profile
+of a forward shows which fused kernel ran (:mod:`seqbench.worker.kernels_seen`). The shared
+library is cached on disk, keyed by a hash of the source, the compiler's version, the flags and
+the CPU's feature flags (the build uses ``-march=native``), in
 ``$SEQBENCH_KERNEL_DIR`` or else ``$XDG_CACHE_HOME/seqbench/kernels``
 (``~/.cache/seqbench/kernels``). Concurrent processes take a file lock, so one builds and the
 others wait and load; the library is renamed into place whole.
@@ -52,11 +55,12 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import overload
 
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
-ABI_VERSION = 1  # must match kAbiVersion in the source
+ABI_VERSION = 2  # must match kAbiVersion in the source
 DISABLE_ENV = "SEQBENCH_CPU_KERNELS"  # "0" turns the fused kernels off
 DIR_ENV = "SEQBENCH_KERNEL_DIR"
 # -mprefer-vector-width=512: gcc's default for AVX-512 machines is 256-bit vectors; 512 measured
@@ -143,7 +147,7 @@ def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build()))
     if lib.sb_abi_version() != ABI_VERSION:
         raise RuntimeError(f"ABI {lib.sb_abi_version()} != {ABI_VERSION}")
-    for name in ("scan", "ssd", "conv"):
+    for name in ("scan", "ssd", "conv", "linscan"):
         for mode in ("fwd", "bwd"):
             for dt in ("f32", "f64"):
                 fn = getattr(lib, f"sb_{name}_{mode}_{dt}")
@@ -195,17 +199,21 @@ def _fields(spec: str) -> list[tuple[str, type]]:
 
 class ScanArgs(ctypes.Structure):
     _fields_ = _fields("u:t delta:t At:p B:t C:t Dskip:p z:t out:p ck:p gout:p gu:p gdelta:p "
-                       "gz:p gA:p gB:p gC:p gD:p Bz:i L:i D:i N:i T:i nthreads:i")
+                       "gz:p gA:p gB:p gC:p gD:p last:p Bz:i L:i D:i N:i T:i nthreads:i")
 
 
 class SsdArgs(ctypes.Structure):
     _fields_ = _fields("x:t dt:t A:p B:t C:t Dskip:p y:p ck:p gy:p gx:p gdt:p gA:p gB:p gC:p "
-                       "gD:p Bz:i L:i H:i P:i G:i N:i T:i nthreads:i")
+                       "gD:p last:p Bz:i L:i H:i P:i G:i N:i T:i nthreads:i")
 
 
 class ConvArgs(ctypes.Structure):
     _fields_ = _fields("x:t wt:p bias:p out:p gout:p gx:p gw:p gbias:p Bz:i L:i C:i K:i "
                        "silu:i nthreads:i")
+
+
+class LinScanArgs(ctypes.Structure):
+    _fields_ = _fields("a:t b:t h:p gh:p gb:p ga:p Bz:i L:i C:i cplx:i gate:i nthreads:i")
 
 
 
@@ -225,6 +233,10 @@ def suffix(dtype: torch.dtype) -> str:
     return "f64" if dtype == torch.float64 else "f32"
 
 
+@overload
+def operand(t: torch.Tensor, dtype: torch.dtype, inner: int = 1) -> torch.Tensor: ...
+@overload
+def operand(t: None, dtype: torch.dtype, inner: int = 1) -> None: ...
 def operand(t: torch.Tensor | None, dtype: torch.dtype, inner: int = 1) -> torch.Tensor | None:
     """``t`` in ``dtype`` with its last ``inner`` dims dense (a view when they already are), so
     the kernel can address it as rows ``ptr[b * sb + t * sl + i]``."""
@@ -236,6 +248,17 @@ def operand(t: torch.Tensor | None, dtype: torch.dtype, inner: int = 1) -> torch
         dense &= t.shape[dim] == 1 or t.stride(dim) == expected
         expected *= t.shape[dim]
     return t if dense else t.contiguous()
+
+
+LABEL_PREFIX = "seqbench::"  # profiler ranges around the kernel calls: seqbench::<kernel>_<mode>
+
+
+def call(name: str, mode: str, dtype: torch.dtype, args: ctypes.Structure,
+         label: str | None = None) -> None:
+    """Run kernel ``sb_<name>_<mode>_<f32|f64>`` on ``args`` inside a profiler range
+    ``seqbench::<label or name>_<mode>`` (a few microseconds when no profiler is active)."""
+    with torch.profiler.record_function(f"{LABEL_PREFIX}{label or name}_{mode}"):
+        getattr(library(), f"sb_{name}_{mode}_{suffix(dtype)}")(ctypes.byref(args))
 
 
 def ptr(t: torch.Tensor | None) -> int | None:

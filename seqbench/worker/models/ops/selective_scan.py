@@ -48,8 +48,8 @@ thread, fwd + bwd, load 4.5 on 2 cores): 0.155 s vs 1.195 s for the chunked scan
 
 from __future__ import annotations
 
-import ctypes
 import math
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -141,7 +141,7 @@ class _SelectiveScan(torch.autograd.Function):
     with D = d_inner as the long, contiguous side."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, chunk):
+    def forward(ctx, u, delta, A, B, C, chunk, want_last):
         dtypes = (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype)
         L = u.shape[1]
         T = chunk_len(L, chunk)
@@ -158,11 +158,15 @@ class _SelectiveScan(torch.autograd.Function):
         y = (C.unsqueeze(2) @ h).squeeze(2)  # (B, Lp, D)
         ctx.save_for_backward(u, delta, At, B, C, dA, h)
         ctx.meta = (dtypes, L, T)
-        return y[:, :L].to(dtypes[0])
+        if not want_last:
+            return y[:, :L].to(dtypes[0])
+        last = h[:, L - 1].transpose(1, 2).clone()  # (B, D, N), selective_scan_step's layout
+        ctx.mark_non_differentiable(last)
+        return y[:, :L].to(dtypes[0]), last
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gy):
+    def backward(ctx, gy, *_):  # the last state has no gradient
         u, delta, At, B, C, dA, h = ctx.saved_tensors
         dtypes, L, T = ctx.meta
         gy = _pad_time(gy.to(h.dtype), h.shape[1]).contiguous()  # (B, Lp, D)
@@ -184,15 +188,17 @@ class _SelectiveScan(torch.autograd.Function):
         gA = g.mul_(delta.unsqueeze(2)).sum((0, 1)).t()  # (D, N)
         gu = gdu * delta
         grads = [gr[:, :L] for gr in (gu, gdelta)] + [gA] + [gr[:, :L] for gr in (gB, gC)]
-        return (*(gr.to(dt) for gr, dt in zip(grads, dtypes, strict=True)), None)
+        return (*(gr.to(dt) for gr, dt in zip(grads, dtypes, strict=True)), None, None)
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                   C: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+                   C: torch.Tensor, chunk: int | None = None, return_state: bool = False) -> Any:
     """Fast chunked selective scan: ``y (B, L, D)`` from ``u, delta (B, L, D)``, ``A (D, N)``,
-    ``B, C (B, L, N)``. ``chunk`` is the chunk length T (None: about sqrt(L))."""
+    ``B, C (B, L, N)``. ``chunk`` is the chunk length T (None: about sqrt(L)).
+    ``return_state``: also the state after the last step, ``(B, D, N)`` in the compute dtype
+    (no gradient flows through it)."""
     with torch.autocast(u.device.type, enabled=False):  # the scan itself stays in fp32
-        return _SelectiveScan.apply(u, delta, A, B, C, chunk)
+        return _SelectiveScan.apply(u, delta, A, B, C, chunk, return_state)
 
 
 def selective_scan_naive(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -236,8 +242,7 @@ class _FusedScan(torch.autograd.Function):
     ``T`` steps is stored, the backward recomputes the rest chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, chunk):
-        lib = native.library()
+    def forward(ctx, u, delta, A, B, C, D, z, chunk, want_last):
         dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z)]
         f = native.compute_dtype(u, delta, A, B, C, D, z)
         u, delta, B, C, z = (native.operand(t, f) for t in (u, delta, B, C, z))
@@ -247,20 +252,25 @@ class _FusedScan(torch.autograd.Function):
         N, T = At.shape[0], max(1, min(chunk, L))
         out = u.new_empty(Bz, L, Dd)
         ck = u.new_empty(Bz, -(-L // T), N, Dd)  # the state entering each chunk
+        last = u.new_zeros(Bz, N, Dd) if want_last else None  # the state after the last step
         args = native.fill(native.ScanArgs(), u=native.rows(u), delta=native.rows(delta),
                            At=At.data_ptr(), B=native.rows(B), C=native.rows(C),
                            Dskip=native.ptr(D), z=native.rows(z), out=out.data_ptr(),
-                           ck=ck.data_ptr(), Bz=Bz, L=L, D=Dd, N=N, T=T,
+                           ck=ck.data_ptr(), last=native.ptr(last), Bz=Bz, L=L, D=Dd, N=N, T=T,
                            nthreads=native.num_threads())
         if L > 0:
-            getattr(lib, f"sb_scan_fwd_{native.suffix(f)}")(ctypes.byref(args))
+            native.call("scan", "fwd", f, args)
         ctx.save_for_backward(u, delta, At, B, C, D, z, ck)
         ctx.meta = (dtypes, T)
-        return out.to(dtypes[0])
+        if last is None:
+            return out.to(dtypes[0])
+        last = last.transpose(1, 2)  # (B, D, N): the layout of selective_scan_step's state
+        ctx.mark_non_differentiable(last)
+        return out.to(dtypes[0]), last
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gout):
+    def backward(ctx, gout, *_):  # the last state has no gradient
         u, delta, At, B, C, D, z, ck = ctx.saved_tensors
         dtypes, T = ctx.meta
         lib = native.library()
@@ -281,22 +291,26 @@ class _FusedScan(torch.autograd.Function):
                            gC=gC.data_ptr(), gD=native.ptr(gD), Bz=Bz, L=L, D=Dd, N=N, T=T,
                            nthreads=native.num_threads())
         if L > 0:
-            getattr(lib, f"sb_scan_bwd_{native.suffix(u.dtype)}")(ctypes.byref(args))
+            native.call("scan", "bwd", u.dtype, args)
         grads = [gu, gdelta, gA.sum(0).t(), gB[0] if nblk == 1 else gB.sum(0),
                  gC[0] if nblk == 1 else gC.sum(0),
                  None if gD is None else gD.sum(0), gz]
         return (*(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes, strict=True)),
-                None)
+                None, None)
 
 
 def selective_scan_fused(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                          C: torch.Tensor, D: torch.Tensor | None = None,
-                         z: torch.Tensor | None = None, chunk: int = FUSED_CHUNK) -> torch.Tensor:
+                         z: torch.Tensor | None = None, chunk: int = FUSED_CHUNK,
+                         return_state: bool = False) -> Any:
     """Fused CPU selective scan: ``(y + D u) * silu(z)`` with ``y`` the scan of
     :func:`selective_scan` (``D`` (D,) and ``z`` (B, L, D) optional: no skip, no gate).
 
     Needs :func:`native.library` (check :func:`native.unavailable_reason` first); CPU tensors.
-    Computed in fp32 (fp64 stays fp64), returned in ``u``'s dtype.
+    Computed in fp32 (fp64 stays fp64), returned in ``u``'s dtype. ``return_state``: also the
+    state after the last step, ``(B, D, N)`` in the compute dtype, the state
+    :func:`selective_scan_step` continues from (no gradient flows through it, as in
+    mamba-ssm's ``return_last_state``).
     """
     with torch.autocast(u.device.type, enabled=False):
-        return _FusedScan.apply(u, delta, A, B, C, D, z, chunk)
+        return _FusedScan.apply(u, delta, A, B, C, D, z, chunk, return_state)

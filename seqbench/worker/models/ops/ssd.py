@@ -30,7 +30,7 @@ backward (``fill_``, ``copy_``, ``mul``, ``add_``: 40% of the step) outside matm
 
 from __future__ import annotations
 
-import ctypes
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,14 +63,17 @@ def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                C: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """Chunked SSD: ``y (B, L, H, P)``; computed in at least fp32, returned in ``x``'s dtype."""
+                C: torch.Tensor, chunk: int = DEFAULT_CHUNK, return_state: bool = False) -> Any:
+    """Chunked SSD: ``y (B, L, H, P)``; computed in at least fp32, returned in ``x``'s dtype.
+    ``return_state``: also the state after the last step, ``(B, H, P, N)`` in the compute
+    dtype (the state :func:`ssd_step` continues from)."""
     with torch.autocast(x.device.type, enabled=False):  # the scan itself stays in fp32
-        return _ssd_chunked(x, dt, A, B, C, chunk)
+        y, state = _ssd_chunked(x, dt, A, B, C, chunk)
+    return (y, state) if return_state else y
 
 
 def _ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 C: torch.Tensor, chunk: int) -> torch.Tensor:
+                 C: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     dtype = x.dtype
     f = torch.promote_types(dtype, torch.float32)
     Bz, L, H, P = x.shape
@@ -97,18 +100,20 @@ def _ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
     to_end = torch.exp(cum[..., -1:] - cum)  # (B, H, nc, Q)
     states = torch.einsum("bcqhn,bhcq,bcqhp->bchpn", B, to_end, xdt)  # (B, nc, H, P, N)
 
+    last = states[:, -1]  # (B, H, P, N): padded steps (decay 1, input 0) leave it unchanged
     if nc > 1:
         # 3. carry across chunks: a short loop over chunks, with each chunk's total decay
         chunk_decay = torch.exp(cum[..., -1]).permute(0, 2, 1)[..., None, None]  # (B, nc, H, 1, 1)
         carried = [states.new_zeros(Bz, H, P, N)]
         for k in range(1, nc):
             carried.append(chunk_decay[:, k - 1] * carried[-1] + states[:, k - 1])
+        last = chunk_decay[:, -1] * carried[-1] + last
         incoming = torch.stack(carried[1:], dim=1)  # (B, nc - 1, H, P, N) entering chunks 1..
         # 4. the incoming state's contribution to every position of its chunk
         from_start = torch.exp(cum[:, :, 1:])  # (B, H, nc - 1, Q), exponent <= 0
         y_in = torch.einsum("bcqhn,bchpn,bhcq->bcqhp", C[:, 1:], incoming, from_start)
         y = torch.cat([y[:, :1], y[:, 1:] + y_in], dim=1)
-    return y.reshape(Bz, Lp, H, P)[:, :L].to(dtype)
+    return y.reshape(Bz, Lp, H, P)[:, :L].to(dtype), last
 
 
 def ssd_naive(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -157,8 +162,7 @@ class _FusedSSD(torch.autograd.Function):
     each chunk's states from it."""
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, chunk):
-        lib = native.library()
+    def forward(ctx, x, dt, A, B, C, D, chunk, want_last):
         dtypes = [t.dtype if t is not None else None for t in (x, dt, A, B, C, D)]
         f = native.compute_dtype(x, dt, A, B, C, D)
         x, B, C = (native.operand(t, f, inner=2) for t in (x, B, C))
@@ -169,20 +173,27 @@ class _FusedSSD(torch.autograd.Function):
         G, N = B.shape[2], B.shape[3]
         T = max(1, min(chunk, L))
         y = x.new_empty(Bz, L, H, P)
-        ck = x.new_empty(Bz, H, -(-L // T), N, -(-P // 16) * 16)  # P padded to 16 lanes
+        Pp = -(-P // 16) * 16  # P padded to 16 lanes
+        ck = x.new_empty(Bz, H, -(-L // T), N, Pp)
+        last = x.new_zeros(Bz, H, N, Pp) if want_last else None  # the state after the last step
         args = native.fill(native.SsdArgs(), x=native.rows(x), dt=native.rows(dt),
                            A=A.data_ptr(), B=native.rows(B), C=native.rows(C),
-                           Dskip=native.ptr(D), y=y.data_ptr(), ck=ck.data_ptr(), Bz=Bz, L=L,
-                           H=H, P=P, G=G, N=N, T=T, nthreads=native.num_threads())
+                           Dskip=native.ptr(D), y=y.data_ptr(), ck=ck.data_ptr(),
+                           last=native.ptr(last), Bz=Bz, L=L, H=H, P=P, G=G, N=N, T=T,
+                           nthreads=native.num_threads())
         if L > 0:
-            getattr(lib, f"sb_ssd_fwd_{native.suffix(f)}")(ctypes.byref(args))
+            native.call("ssd", "fwd", f, args)
         ctx.save_for_backward(x, dt, A, B, C, D, ck)
         ctx.meta = (dtypes, T)
-        return y.to(dtypes[0])
+        if last is None:
+            return y.to(dtypes[0])
+        last = last[..., :P].transpose(-1, -2).contiguous()  # (B, H, P, N): ssd_step's layout
+        ctx.mark_non_differentiable(last)
+        return y.to(dtypes[0]), last
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gy):
+    def backward(ctx, gy, *_):  # the last state has no gradient
         x, dt, A, B, C, D, ck = ctx.saved_tensors
         dtypes, T = ctx.meta
         Bz, L, H, P = x.shape
@@ -199,8 +210,7 @@ class _FusedSSD(torch.autograd.Function):
                            gB=gB.data_ptr(), gC=gC.data_ptr(), gD=native.ptr(gD), Bz=Bz, L=L,
                            H=H, P=P, G=G, N=N, T=T, nthreads=native.num_threads())
         if L > 0:
-            getattr(native.library(), f"sb_ssd_bwd_{native.suffix(x.dtype)}")(
-                ctypes.byref(args))
+            native.call("ssd", "bwd", x.dtype, args)
 
         def per_group(g: torch.Tensor) -> torch.Tensor:  # (H, B, L, N) -> (B, L, G, N)
             g = g if H == G else g.view(G, H // G, Bz, L, N).sum(1)
@@ -209,14 +219,15 @@ class _FusedSSD(torch.autograd.Function):
         grads = [gx, gdt, gA.sum(0), per_group(gB), per_group(gC),
                  None if gD is None else gD.sum(0)]
         return (*(None if g is None else g.to(t) for g, t in zip(grads, dtypes, strict=True)),
-                None)
+                None, None)
 
 
 def ssd_fused(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
               C: torch.Tensor, D: torch.Tensor | None = None,
-              chunk: int = FUSED_CHUNK) -> torch.Tensor:
+              chunk: int = FUSED_CHUNK, return_state: bool = False) -> Any:
     """Fused CPU SSD: ``ssd(x) + D[h] x`` with the shapes of :func:`ssd_chunked` (``D`` (H,)
     optional). Needs :func:`native.library`; computed in fp32 (fp64 stays fp64), returned in
-    ``x``'s dtype."""
+    ``x``'s dtype. ``return_state``: also the state after the last step, ``(B, H, P, N)`` in
+    the compute dtype (no gradient flows through it)."""
     with torch.autocast(x.device.type, enabled=False):
-        return _FusedSSD.apply(x, dt, A, B, C, D, chunk)
+        return _FusedSSD.apply(x, dt, A, B, C, D, chunk, return_state)

@@ -1,5 +1,6 @@
-// seqbench's fused CPU kernels: Mamba's selective scan, Mamba-2's SSD scan and the short causal
-// depthwise convolution, forward and backward. Built and loaded by
+// seqbench's fused CPU kernels: Mamba's selective scan, Mamba-2's SSD scan, the short causal
+// depthwise convolution and the elementwise linear recurrence (minGRU, minLSTM, LRU), forward and
+// backward. Built and loaded by
 // seqbench/worker/models/ops/native.py (plain C++17, no torch headers, a C ABI for ctypes).
 //
 // The scans keep each task's state in cache and write only the state entering every chunk of
@@ -31,7 +32,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 // ---- denormals -------------------------------------------------------------------------------
 // Decays multiplied over many steps drive states and adjoints below 1.2e-38, where x86 computes
@@ -257,6 +258,7 @@ struct ScanArgs {
   void* gB;            // (nblk, Bz, L, N): per channel block
   void* gC;            // (nblk, Bz, L, N)
   void* gD;            // (Bz, D) or null
+  void* last;          // (Bz, N, D) or null: the state after the last step (forward only)
   int64_t Bz, L, D, N, T, nthreads;
 };
 
@@ -343,6 +345,10 @@ struct ScanTask {
       } else {
         for (int64_t j = 0; j < nb; ++j) o[j] = y[j] + (Dsk ? Dsk[d0 + j] * ur[j] : S(0));
       }
+    }
+    if (a.last) {  // the state a streaming step continues from
+      S* last = static_cast<S*>(a.last) + b * N * D + d0;
+      for (int64_t n = 0; n < N; ++n) std::memcpy(last + n * D, h.data() + n * DB, nb * sizeof(S));
     }
   }
 
@@ -494,6 +500,7 @@ struct SsdArgs {
   void* gB;           // (H, Bz, L, N): per head
   void* gC;           // (H, Bz, L, N)
   void* gD;           // (Bz, H) or null
+  void* last;         // (Bz, H, N, Pp) or null: the state after the last step (forward only)
   int64_t Bz, L, H, P, G, N, T, nthreads;
 };
 
@@ -554,6 +561,8 @@ struct SsdTask {
 #pragma omp simd
       for (int64_t p = 0; p < P; ++p) yr[p] = y[p] + Dh * xr[p];
     }
+    if (a.last)  // the state a streaming step continues from
+      std::memcpy(static_cast<S*>(a.last) + (b * a.H + h) * N * Pp, st.data(), N * Pp * sizeof(S));
   }
 
   // The recomputation of H_t = a_t H_{t-1} + B_t (dt_t x_t) from hprev into hi (both (N, Pp)),
@@ -839,6 +848,209 @@ void conv_run(const ConvArgs& a, bool backward) {
 
 }  // namespace
 
+// ================================================================================================
+// The elementwise linear recurrence of minGRU, minLSTM and the LRU, real or complex
+//   h_t[c] = a_t[c] h_{t-1}[c] + b_t[c]        h_{-1} = 0
+// backward, right to left (PyTorch's convention for complex tensors: conjugates)
+//   g_t = dL/dh_t + conj(a_{t+1}) g_{t+1}      dL/db_t = g_t      dL/da_t = g_t conj(h_{t-1})
+// The output is every state, so the forward writes nothing else, and the backward reads the
+// states h_{t-1} from it instead of recomputing them. Complex numbers are interleaved (re, im),
+// as torch.view_as_real lays them out; strides and C count real scalars (2 per complex).
+//
+// gate = 1 computes the coefficients of minGRU and minLSTM inside (real only): `a` holds the
+// logit z and `b` the pre-activation x, and
+//   a_t = sigmoid(-z_t)      b_t = sigmoid(z_t) g(x_t)      g(x) = x + 1/2 (x >= 0), sigmoid(x)
+// the backward writes dL/dz to `ga` and dL/dx to `gb`: 2 tensors read and 1 written forward,
+// 4 read and 2 written backward, instead of about 20 passes of the elementwise gate ops.
+// ================================================================================================
+struct LinScanArgs {
+  const void* a;  // rows of C; a_sb = 0: shared by the batch, a_sl = 0: time-invariant
+  int64_t a_sb, a_sl;
+  const void* b;
+  int64_t b_sb, b_sl;
+  void* h;           // (Bz, L, C) contiguous: the states (forward output, backward input)
+  const void* gh;    // (Bz, L, C) contiguous
+  void* gb;          // (Bz, L, C) contiguous
+  void* ga;          // (Bz, L, C) if a_sl != 0, else (Bz, C) summed over time; or null
+  int64_t Bz, L, C, cplx, gate, nthreads;
+};
+
+namespace {
+
+// A task runs a whole row of channels (up to kLinMaxBlock scalars) of one batch element, so each
+// step reads and writes contiguous rows; rows are split only to give every thread work. Blocks
+// of 64 scalars ran 2-3x slower (strided rows, one narrow stream per task).
+constexpr int64_t kLinMaxBlock = 1024;
+
+int64_t linscan_block(const LinScanArgs& a) {
+  const int64_t want_tasks = 2 * std::max<int64_t>(1, a.nthreads);
+  int64_t blk = a.C;
+  if (a.Bz < want_tasks) blk = (a.C * a.Bz + want_tasks - 1) / want_tasks;
+  blk = std::min(kLinMaxBlock, std::max<int64_t>(64, (blk + 15) / 16 * 16));
+  return std::min(blk, (a.C + 1) / 2 * 2);  // even: complex pairs stay together
+}
+
+template <class S>
+struct LinScanTask {
+  const LinScanArgs& a;
+  int64_t b, c0, nb, CB;  // batch element, first scalar, scalars in this block, block size
+
+  LinScanTask(const LinScanArgs& args, int64_t bb, int64_t cc0, int64_t blk)
+      : a(args), b(bb), c0(cc0), nb(std::min(blk, args.C - cc0)), CB(blk) {}
+
+  const S* arow(int64_t t) const { return row<S>(a.a, a.a_sb, a.a_sl, b, t) + c0; }
+  const S* brow(int64_t t) const { return row<S>(a.b, a.b_sb, a.b_sl, b, t) + c0; }
+  S* hrow(int64_t t) const { return static_cast<S*>(a.h) + (b * a.L + t) * a.C + c0; }
+
+  // minGRU's g and its derivative
+  static inline S gact(S x) { return x >= S(0) ? x + S(0.5) : sigmoid(x); }
+  static inline S gact_grad(S x) {
+    const S sg = sigmoid(x);
+    return x >= S(0) ? S(1) : sg * (S(1) - sg);
+  }
+
+  void forward_gated() const {
+    alignas(64) S s[kLinMaxBlock] = {};
+    for (int64_t t = 0; t < a.L; ++t) {
+      const S *zr = arow(t), *xr = brow(t);
+      S* hr = hrow(t);
+#pragma omp simd
+      for (int64_t j = 0; j < nb; ++j) {
+        const S z = zr[j];
+        s[j] = sigmoid(-z) * s[j] + sigmoid(z) * gact(xr[j]);
+        hr[j] = s[j];
+      }
+    }
+  }
+
+  void backward_gated() const {
+    const int64_t L = a.L, C = a.C;
+    alignas(64) S g[kLinMaxBlock] = {};  // a_{t+1} g_{t+1}, zero after the end
+    for (int64_t t = L - 1; t >= 0; --t) {
+      const S *zr = arow(t), *xr = brow(t);
+      const S* gr = static_cast<const S*>(a.gh) + (b * L + t) * C + c0;
+      const S* hp = t > 0 ? hrow(t - 1) : nullptr;
+      S* gxr = static_cast<S*>(a.gb) + (b * L + t) * C + c0;
+      S* gzr = static_cast<S*>(a.ga) + (b * L + t) * C + c0;
+#pragma omp simd
+      for (int64_t j = 0; j < nb; ++j) {
+        const S z = zr[j], x = xr[j];
+        const S sp = sigmoid(z), sm = sigmoid(-z);  // b's and a's gate, each accurate
+        const S gv = gr[j] + g[j];                  // dL/dh_t
+        const S hprev = hp ? hp[j] : S(0);
+        gzr[j] = sp * sm * gv * (gact(x) - hprev);  // d a/dz = -sp sm, d b/dz = sp sm g(x)
+        gxr[j] = gv * sp * gact_grad(x);
+        g[j] = sm * gv;
+      }
+    }
+  }
+
+  void forward() const {
+    if (a.gate) return forward_gated();
+    alignas(64) S s[kLinMaxBlock] = {};  // real: the states; complex: real parts, then imaginary
+    S* si = s + kLinMaxBlock / 2;
+    const int64_t nk = nb / 2;  // complex channels in this block
+    for (int64_t t = 0; t < a.L; ++t) {
+      const S *ar = arow(t), *br = brow(t);
+      S* hr = hrow(t);
+      if (a.cplx) {
+#pragma omp simd
+        for (int64_t k = 0; k < nk; ++k) {
+          const S are = ar[2 * k], aim = ar[2 * k + 1];
+          const S re = are * s[k] - aim * si[k] + br[2 * k];
+          const S im = are * si[k] + aim * s[k] + br[2 * k + 1];
+          s[k] = re;
+          si[k] = im;
+          hr[2 * k] = re;
+          hr[2 * k + 1] = im;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < nb; ++j) {
+          s[j] = ar[j] * s[j] + br[j];
+          hr[j] = s[j];
+        }
+      }
+    }
+  }
+
+  void backward() const {
+    if (a.gate) return backward_gated();
+    const int64_t L = a.L, C = a.C;
+    const bool varying = a.a_sl != 0;
+    alignas(64) S g[kLinMaxBlock] = {};    // conj(a_{t+1}) g_{t+1}, zero after the end
+    alignas(64) S gas[kLinMaxBlock] = {};  // time-invariant a: dL/da summed over time
+    for (int64_t t = L - 1; t >= 0; --t) {
+      const S* ar = arow(t);
+      const S* gr = static_cast<const S*>(a.gh) + (b * L + t) * C + c0;
+      const S* hp = t > 0 ? hrow(t - 1) : nullptr;  // h_{t-1}; h_{-1} = 0
+      S* gbr = static_cast<S*>(a.gb) + (b * L + t) * C + c0;
+      S* gar = a.ga && varying ? static_cast<S*>(a.ga) + (b * L + t) * C + c0 : nullptr;
+      if (a.cplx) {  // g, gas: real parts in [0, CB / 2), imaginary parts after
+        S *gi = g + kLinMaxBlock / 2, *gasi = gas + kLinMaxBlock / 2;
+        const int64_t nk = nb / 2;
+#pragma omp simd
+        for (int64_t k = 0; k < nk; ++k) {
+          const S gre = gr[2 * k] + g[k], gim = gr[2 * k + 1] + gi[k];
+          gbr[2 * k] = gre;
+          gbr[2 * k + 1] = gim;
+          const S hre = hp ? hp[2 * k] : S(0), him = hp ? hp[2 * k + 1] : S(0);
+          const S dre = gre * hre + gim * him, dim = gim * hre - gre * him;  // g conj(h)
+          if (gar) {
+            gar[2 * k] = dre;
+            gar[2 * k + 1] = dim;
+          } else {
+            gas[k] += dre;
+            gasi[k] += dim;
+          }
+          const S are = ar[2 * k], aim = ar[2 * k + 1];
+          g[k] = are * gre + aim * gim;  // conj(a) g
+          gi[k] = are * gim - aim * gre;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < nb; ++j) {
+          const S gv = gr[j] + g[j];
+          gbr[j] = gv;
+          const S d = hp ? gv * hp[j] : S(0);
+          if (gar)
+            gar[j] = d;
+          else
+            gas[j] += d;
+          g[j] = ar[j] * gv;
+        }
+      }
+    }
+    if (a.ga && !varying) {
+      S* gao = static_cast<S*>(a.ga) + b * C + c0;
+      if (a.cplx) {
+        for (int64_t k = 0; k < nb / 2; ++k) {
+          gao[2 * k] = gas[k];
+          gao[2 * k + 1] = gas[kLinMaxBlock / 2 + k];
+        }
+      } else {
+        std::memcpy(gao, gas, nb * sizeof(S));
+      }
+    }
+  }
+};
+
+template <class S>
+void linscan_run(const LinScanArgs& a, bool backward) {
+  const int64_t blk = linscan_block(a);
+  const int64_t nblk = (a.C + blk - 1) / blk;
+  const double work = double(a.Bz) * a.L * a.C * (backward ? 4 : 2) * (a.gate ? 8 : 1);
+  parallel_for(a.Bz * nblk, useful_threads(a.nthreads, work), [&](int64_t task) {
+    LinScanTask<S> lt(a, task / nblk, (task % nblk) * blk, blk);
+    if (backward)
+      lt.backward();
+    else
+      lt.forward();
+  });
+}
+
+}  // namespace
+
 // ---- the C ABI -------------------------------------------------------------------------------
 SB_API int sb_abi_version() { return kAbiVersion; }
 SB_API int64_t sb_scan_block() { return kScanBlock; }
@@ -858,3 +1070,8 @@ SB_API void sb_conv_fwd_f32(const ConvArgs* a) { conv_run<float>(*a, false); }
 SB_API void sb_conv_bwd_f32(const ConvArgs* a) { conv_run<float>(*a, true); }
 SB_API void sb_conv_fwd_f64(const ConvArgs* a) { conv_run<double>(*a, false); }
 SB_API void sb_conv_bwd_f64(const ConvArgs* a) { conv_run<double>(*a, true); }
+
+SB_API void sb_linscan_fwd_f32(const LinScanArgs* a) { linscan_run<float>(*a, false); }
+SB_API void sb_linscan_bwd_f32(const LinScanArgs* a) { linscan_run<float>(*a, true); }
+SB_API void sb_linscan_fwd_f64(const LinScanArgs* a) { linscan_run<double>(*a, false); }
+SB_API void sb_linscan_bwd_f64(const LinScanArgs* a) { linscan_run<double>(*a, true); }
