@@ -29,8 +29,6 @@ from seqbench.worker.models.base import (
     count_params,
 )
 
-# backbone settings a bare model has nothing to apply to (it has no norms, MLPs or residuals)
-NOT_BARE = ("mlp_ratio", "norm", "dropout")
 # budgets: at most one of these keys in a model's params sizes the model to it
 BUDGET_KEY = "param_budget"  # parameters of the whole model
 STATE_BUDGET_KEY = "state_budget"  # bytes of recurrent state per sequence (batch 1)
@@ -42,6 +40,8 @@ BUDGET_PARAMS = frozenset({*BUDGET_KINDS, TOLERANCE_KEY})
 DEFAULT_TOLERANCE = 0.05  # what a row calls matched when the spec names no tolerance
 MAX_D_MODEL = 1 << 16
 MAX_WIDER = 64  # widths above the first fit tried when the MLP width is adjusted
+# backbone settings a bare model has nothing to apply to (it has no norms, MLPs or residuals)
+NOT_BARE = ("mlp_ratio", "norm", "dropout")
 
 
 def mixer_class(name: str) -> type[Mixer]:
@@ -282,7 +282,9 @@ def fit_budget(cls: type[Mixer], mixer_cfg: Any, bb_cfg: BackboneConfig, io: IOS
     Raises SpecError when even the smallest width exceeds the budget.
     """
     measure = _Measure(cls, mixer_cfg, bb_cfg, io, budget.key, input_len, element_bytes)
-    step, ratio, target = cls.d_model_multiple(mixer_cfg), bb_cfg.mlp_ratio, budget.target
+    bare = bb_cfg.backbone == "bare"  # no MLP to adjust: the width alone meets the budget
+    step, target = cls.d_model_multiple(mixer_cfg), budget.target
+    ratio = 0.0 if bare else bb_cfg.mlp_ratio
 
     def nominal(d: int) -> int:
         return round(ratio * d)
@@ -337,7 +339,8 @@ def _why_not(sizing: Sizing, step: int, ratio: float) -> Sizing:
         reason = (f"{got}: d_model comes in steps of {step} here; set {TOLERANCE_KEY} to "
                   "adjust the MLP width too")
     elif ratio == 0:
-        reason = f"{got}: d_model comes in steps of {step} here and the MLP is off (mlp_ratio 0)"
+        reason = (f"{got}: d_model comes in steps of {step} here and the model has no MLP "
+                  "(mlp_ratio 0, or backbone: bare)")
     else:
         reason = (f"{got}: no d_model (steps of {step}) with an MLP width lands within "
                   f"{budget.tolerance:g} of the budget")
