@@ -214,3 +214,21 @@ def test_ood_metric_is_the_mean_beyond_the_training_lengths(tmp_path: Path) -> N
     v = _only(ck.check_dir(path))
     assert v.status == ck.HELD and v.better_mean == pytest.approx(0.015)
     assert (v.seq_len, v.eval_len) == (6, 6)  # a per-job score, on the main record
+
+
+REPRODUCTIONS = Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.mark.parametrize("spec", __import__("seqbench.execution.nightly",
+                                            fromlist=["REPRODUCTIONS"]).REPRODUCTIONS)
+def test_committed_reproduction_runs_show_no_flipped_ordering(spec: str) -> None:
+    """Each CPU reproduction's committed reference run holds its spec's jobs and none of its
+    expected orderings flipped or went missing (what the nightly run checks)."""
+    from seqbench.config import load_suite
+
+    suite, _ = load_suite(spec)
+    path = REPRODUCTIONS / f"reference-{spec}"
+    stored = {r["job_id"] for r in ck.read_dir(path).rows()}
+    assert {j.job_id for j in expand(suite)} == stored
+    check = ck.check_dir(path, suite.expect)
+    assert check.verdicts and not check.failed(), ck.to_markdown(check)

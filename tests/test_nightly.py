@@ -213,4 +213,4 @@ def test_shipped_reproductions_are_train_specs_with_expectations():
     for name in nt.REPRODUCTIONS:
         repro, _ = load_suite(name)
         assert repro.kind == "train" and repro.expect, name
-        assert repro.device == "cpu" and len(repro.seeds) >= 3, name
+        assert repro.device == "cpu" and len(repro.seeds) >= 2, name  # Welch needs 2 a side
