@@ -47,9 +47,11 @@ def complete_row(job: Job | None = None, context: RunContext = CONTEXT, **fields
 
 
 def write_results_dir(path: Path, rows: list[dict[str, Any]], *, suite: str = "fixture",
-                      truncate_last: bool = False, job_files: bool = True) -> Path:
+                      truncate_last: bool = False, job_files: bool = True,
+                      spec: dict[str, Any] | None = None) -> Path:
     """A results directory as the store writes it (suite.json, jobs/<job_id>.json and
-    results.jsonl), from row dicts that need not pass the schema."""
+    results.jsonl), from row dicts that need not pass the schema; ``spec``: the validated
+    spec suite.json holds (default: just the suite's name)."""
     (path / "jobs").mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(r) for r in rows]
     text = "\n".join(lines) + "\n"
@@ -61,7 +63,7 @@ def write_results_dir(path: Path, rows: list[dict[str, Any]], *, suite: str = "f
             (path / "jobs" / f"{r['job_id']}.json").write_text(json.dumps(r))
     (path / "suite.json").write_text(json.dumps({"format": "seqbench-results/1", "suite": suite,
                                                  "spec_hash": "f" * 64,
-                                                 "spec": {"name": suite}}))
+                                                 "spec": spec or {"name": suite}}))
     return path
 
 

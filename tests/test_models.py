@@ -10,10 +10,12 @@ from seqbench.worker.models import MODELS, build_model, count_params
 
 CORE = ["rnn", "lstm", "gru", "transformer"]
 ALL = MODELS.names()
+BACKBONES = ["shared", "bare"]
 
 
 def tiny(name, task="copy", T=6, **params):
-    """A 2-layer model of width 16 (or the smallest width the mixer allows)."""
+    """A 2-layer model of width 16 (or the smallest width the mixer allows); ``backbone`` in
+    ``params`` picks the shared or the bare backbone."""
     task = build_task(task, T)
     cls = MODELS[name].load()
     step = cls.d_model_multiple(cls.Config())
@@ -23,10 +25,11 @@ def tiny(name, task="copy", T=6, **params):
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("task_name", ["copy", "adding"])
-def test_forward_backward_at_tiny_size(name, task_name):
-    task, model = tiny(name, task_name)
-    if model.blocks[0].mixer.unavailable_reason(model.blocks[0].mixer.config, torch.device("cpu")):
+@pytest.mark.parametrize(("task_name", "backbone"),
+                         [("copy", "shared"), ("adding", "shared"), ("adding", "bare")])
+def test_forward_backward_at_tiny_size(name, task_name, backbone):
+    task, model = tiny(name, task_name, backbone=backbone)
+    if model.mixers[0].unavailable_reason(model.mixers[0].config, torch.device("cpu")):
         pytest.skip("backend unavailable here")
     x, y = task.sample(torch.Generator().manual_seed(0), 3, torch.device("cpu"))
     out = model(x)
@@ -39,8 +42,9 @@ def test_forward_backward_at_tiny_size(name, task_name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_causal_models_do_not_see_the_future(name):
-    task, model = tiny(name, "copy", T=10)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_causal_models_do_not_see_the_future(name, backbone):
+    task, model = tiny(name, "copy", T=10, backbone=backbone)
     model.eval()
     x, _ = task.sample(torch.Generator().manual_seed(1), 2, torch.device("cpu"))
     t = 17
@@ -53,8 +57,9 @@ def test_causal_models_do_not_see_the_future(name):
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if MODELS[n].load().supports_step])
-def test_streaming_steps_match_the_full_sequence(name):
-    task, model = tiny(name, "copy", T=8)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_streaming_steps_match_the_full_sequence(name, backbone):
+    task, model = tiny(name, "copy", T=8, backbone=backbone)
     model.eval()
     x, _ = task.sample(torch.Generator().manual_seed(2), 2, torch.device("cpu"))
     with torch.no_grad():
@@ -80,7 +85,7 @@ def test_param_budget_sizes_the_model_close_to_budget(name, budget):
     task = build_task("adding", 10)
     model = build_model(name, {"param_budget": budget}, task.info.io)
     n = count_params(model)
-    step = model.blocks[0].mixer.d_model_multiple(model.blocks[0].mixer.config)
+    step = model.mixers[0].d_model_multiple(model.mixers[0].config)
     bigger = build_model(name, {"d_model": model.cfg.d_model + step}, task.info.io)
     assert n <= budget < count_params(bigger)  # the largest model within budget
     assert n > 0.8 * budget

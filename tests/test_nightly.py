@@ -47,7 +47,8 @@ class FakeExecutor:
             row.update(status="ok", device_name=self.device, wall_s=0.1,
                        train_step_s_samples=samples,
                        train_tokens_per_s=32 * 8 / float(np.median(samples)),
-                       metric_mse=0.05, higher_is_better_mse=False, primary_metric="mse")
+                       metric_mse=0.05 * (1 + job.seed / 100) * (len(job.model.name) - 2),
+                       baseline_mse=1 / 6, higher_is_better_mse=False, primary_metric="mse")
             on_row(row)
 
 
@@ -155,7 +156,8 @@ def test_cli_nightly_end_to_end(tmp_path):
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY))
-    args = ["nightly", "--spec", str(spec), "--history", str(tmp_path / "h"), "--skip-gate"]
+    args = ["nightly", "--spec", str(spec), "--history", str(tmp_path / "h"), "--skip-gate",
+            "--reproductions", "none"]
     assert main(args) in (0, 1)
     assert main([*args, "--no-report"]) in (0, 1)
     entries = nt.read_index(tmp_path / "h")
@@ -182,3 +184,33 @@ def test_asv_commands_save_a_publishable_result_for_this_interpreter():
     # --quick would save nothing; results are keyed by the interpreter path
     assert run[3:] == ["run", "-E", "existing:/venv/bin/python", "--set-commit-hash", "abc123"]
     assert publish[3:] == ["publish"]
+
+
+def test_a_flipped_reproduction_fails_the_night_loudly(suite, tmp_path):
+    """The fake rows give lstm (4 letters) twice gru's MSE: gru > lstm holds, the reverse flips."""
+    said: list[str] = []
+
+    def repro(name: str, better: str, worse: str):
+        spec = {**TINY, "name": name, "seeds": [0, 1, 2],
+                "expect": [{"better": better, "worse": worse, "metric": "mse"}]}
+        return parse_suite(spec), f"{name}.yaml"
+
+    night = nt.nightly(suite, "tiny.yaml", tmp_path, executor=FakeExecutor(), report=False,
+                       say=said.append, reproductions=[repro("holds", "gru", "lstm"),
+                                                       repro("flips", "lstm", "gru")])
+    assert night.exit_code == nt.EXIT_REGRESSION
+    [entry] = nt.read_index(tmp_path)
+    assert entry["status"] == "published" and entry["orderings_failing"] == 1
+    assert entry["reproductions"]["holds"]["counts"] == {"held": 1}
+    assert entry["reproductions"]["flips"]["counts"] == {"flipped": 1}
+    assert (tmp_path / entry["reproductions"]["flips"]["check"]).read_text().count("flipped") >= 1
+    assert any(s.startswith("ORDERING NOT REPRODUCED (flips)") for s in said)
+    assert "1 flipped, 1 held" in (tmp_path / nt.INDEX_MD).read_text()
+    assert (night.run_dir / "reproductions" / "holds" / "results.jsonl").exists()
+
+
+def test_shipped_reproductions_are_train_specs_with_expectations():
+    for name in nt.REPRODUCTIONS:
+        repro, _ = load_suite(name)
+        assert repro.kind == "train" and repro.expect, name
+        assert repro.device == "cpu" and len(repro.seeds) >= 2, name  # Welch needs 2 a side

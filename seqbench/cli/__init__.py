@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("seqbench.cli.data", "list real datasets, check their files and checksums"),
     "validate": ("seqbench.cli.validate", "check stored rows against the schema (exit 1)"),
     "compare": ("seqbench.cli.compare", "flag regressions between two runs (exit 1)"),
+    "check": ("seqbench.cli.check", "check a run's expected orderings (exit 1 on a flip)"),
     "nightly": ("seqbench.cli.nightly", "test gate, nightly spec, compare, report, history"),
 }
 

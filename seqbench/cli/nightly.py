@@ -20,6 +20,9 @@ from seqbench.results import compare as cmp
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default=nt.DEFAULT_SPEC,
                    help=f"a spec file or shipped spec name (default: {nt.DEFAULT_SPEC})")
+    p.add_argument("--reproductions", default=",".join(nt.REPRODUCTIONS),
+                   help="comma-separated reproduction specs run and checked after the nightly "
+                        "spec (default: the shipped CPU-scale ones); 'none' skips them")
     p.add_argument("--history", default=str(nt.DEFAULT_HISTORY),
                    help=f"history directory (default: {nt.DEFAULT_HISTORY})")
     p.add_argument("--skip-gate", action="store_true",
@@ -55,6 +58,16 @@ def main(args: argparse.Namespace) -> int:
         raise SpecError("--workers", args.workers, "must be a positive integer")
     suite, path = load_suite(args.spec)
     require_kind(suite, str(path), "train", "seqbench nightly")
+    reproductions = []
+    names = [n.strip() for n in args.reproductions.split(",") if n.strip()]
+    if names != ["none"]:
+        if not names or "none" in names:
+            raise SpecError("--reproductions", args.reproductions,
+                            "comma-separated spec names or files, or 'none'")
+        for name in names:
+            repro, repro_path = load_suite(name)
+            require_kind(repro, str(repro_path), "train", "seqbench nightly --reproductions")
+            reproductions.append((repro, str(repro_path)))
     console = Console()
 
     def on_row(row: Row) -> None:
@@ -64,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     executor = local_executor(args, args.workers)
     night = nt.nightly(suite, str(path), Path(args.history), executor=executor,
                        gate=gate, report=not args.no_report, asv=args.asv,
-                       say=console.print, on_row=on_row,
+                       say=console.print, on_row=on_row, reproductions=reproductions,
                        compare_options={"threshold": args.threshold, "alpha": args.alpha,
                                         "metric_atol": args.metric_atol,
                                         "metric_rtol": args.metric_rtol})

@@ -9,7 +9,9 @@ The training protocol's settings are checked the same way: every variable traini
 (``train.lengths``) and every evaluation setting (a task's ``eval`` list) must pass the task's
 own ``check`` and fit each model's positional table, evaluation settings must not repeat and
 (for synthetic tasks, where a build is cheap) must keep the model's input and output, and
-``early_stop`` must name one of the task's metrics.
+``early_stop`` must name one of the task's metrics. Each ``expect`` entry must name models, a
+task, lengths and evaluation lengths the suite has (and, for synthetic tasks, a metric of the
+task).
 
 A task whose local data files are missing (:class:`~seqbench.worker.data.manifest.DataMissing`)
 is not refused: its params and lengths are still checked, and its jobs run and are recorded as
@@ -31,7 +33,14 @@ from seqbench.catalog import MODELS, TASKS
 from seqbench.config.job import canonical_json
 from seqbench.config.messages import spec_error
 from seqbench.config.params import check_signature
-from seqbench.config.spec import Suite, TaskSpec, TrainSpec, scale_settings, task_lengths
+from seqbench.config.spec import (
+    BASELINE,
+    Suite,
+    TaskSpec,
+    TrainSpec,
+    scale_settings,
+    task_lengths,
+)
 from seqbench.errors import SpecError
 
 
@@ -252,6 +261,7 @@ def check_suite(suite: Suite, source: str) -> None:
     from seqbench.worker.models import IOSpec, mixer_class, split_params
 
     check_kind(suite, source)
+    check_expect(suite, source)
     if suite.kind == "train":
         check_train(suite.train, "train", source)
     models = []
@@ -349,3 +359,57 @@ def _check_budgets(models: list[Any], task: TaskSpec, task_cls: Any, suite: Suit
                 at = "" if budget.key == BUDGET_KEY else f" at input length {input_len}"
                 raise SpecError(f"models[{i}].params.{budget.key}", exc.value,
                                 f"{exc.allowed} on {task.name}{at}", source=source) from None
+
+
+def check_expect(suite: Suite, source: str) -> None:
+    """Every ``expect`` entry names what the suite runs: models (by name and params), a task,
+    a training length, an evaluation length and (synthetic tasks) one of the task's metrics."""
+    names = sorted({m.name for m in suite.models})
+    for i, e in enumerate(suite.expect):
+        where = f"expect[{i}]"
+        for side in ("better", "worse"):
+            ref = getattr(e, side)
+            if ref.name == BASELINE:
+                if ref.params:
+                    raise SpecError(f"{where}.{side}.params", ref.params,
+                                    "the task's baseline takes no params", source=source)
+                continue
+            matched = [m for m in suite.models if ref.matches(m.name, m.params)]
+            if not matched:
+                raise SpecError(f"{where}.{side}", ref.text(), "a model of this suite "
+                                f"({', '.join(names)}), optionally with some of its params",
+                                source=source)
+            if len(matched) > 1:
+                raise SpecError(f"{where}.{side}", ref.text(), f"matches {len(matched)} models "
+                                "of this suite; add params that tell them apart ({name: ..., "
+                                "params: {...}})", source=source)
+        tasks = [t for t in suite.tasks if e.task in (None, t.name)]
+        if not tasks:
+            raise SpecError(f"{where}.task", e.task, "a task of this suite "
+                            f"({', '.join(sorted({t.name for t in suite.tasks}))})",
+                            source=source)
+        lengths = sorted({L for t in tasks for L in task_lengths(suite, t)})
+        if e.seq_len is not None and e.seq_len not in lengths:
+            raise SpecError(f"{where}.seq_len", e.seq_len,
+                            f"a training length of the suite ({', '.join(map(str, lengths))})",
+                            source=source)
+        if e.eval_len is not None:
+            evals = sorted({L for t in tasks for T in task_lengths(suite, t)
+                            if e.seq_len in (None, T) for L, _ in eval_settings(t, T)})
+            if e.eval_len not in evals:
+                raise SpecError(f"{where}.eval_len", e.eval_len, "an evaluation length of the "
+                                f"task's eval settings ({', '.join(map(str, evals)) or 'none'})",
+                                source=source)
+        for t in tasks:
+            if TASKS[t.name].kind != "synthetic":
+                continue
+            cls = TASKS[t.name].load()
+            metrics = [m.name for m in cls(min(task_lengths(suite, t)), **t.params).info.metrics]
+            if task_train(suite, suite.tasks.index(t), source).grad_probe is not None:
+                metrics += ["grad_decay_init", "grad_decay_end"]  # results/check.py
+            if t.eval:  # the mean beyond the training lengths (results/check.py)
+                metrics += [f"ood_{m}" for m in metrics if not m.startswith("grad_")]
+            if e.metric not in metrics:
+                raise SpecError(f"{where}.metric", e.metric,
+                                f"one of {t.name}'s metrics: {', '.join(metrics)}",
+                                source=source)

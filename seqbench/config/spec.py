@@ -311,6 +311,67 @@ class TaskSpec(Strict):
         return v
 
 
+class ModelRef(Strict):
+    """A model of the suite, by name and (optionally) some of its params: ``{name: lstm,
+    params: {backbone: bare}}`` picks the suite's LSTM entries whose params include these."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def text(self) -> str:
+        if not self.params:
+            return self.name
+        inner = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name} ({inner})"
+
+    def matches(self, name: str, params: dict[str, Any]) -> bool:
+        return name == self.name and all(params.get(k) == v for k, v in self.params.items())
+
+
+BASELINE = "baseline"  # ``better``/``worse``: the task's trivial baseline of ``metric``
+
+
+def _model_ref(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Expect(Strict):
+    """An ordering the suite is expected to show (a reproduction's claim, as data), checked by
+    ``seqbench check`` (:mod:`seqbench.results.check`): at each matching (task, length, eval
+    length) the ``better`` model beats ``worse`` on ``metric`` by at least ``margin`` (in the
+    metric's own direction and units), and Welch's test over the seeds separates them."""
+
+    better: ModelRef  # a model name, {name, params}, or "baseline" (the task's trivial baseline)
+    worse: ModelRef
+    metric: str = Field(min_length=1)  # e.g. accuracy, mse (the row's metric_<name>)
+    task: str | None = None  # None: every task of the suite that has the metric
+    seq_len: PositiveInt | None = None  # training length; None: every length
+    eval_len: PositiveInt | None = None  # an evaluation setting's length; None: the main one
+    params: dict[str, Any] = Field(default_factory=dict)  # task params in effect, matched
+    margin: float = Field(0.0, ge=0)
+    why: str = ""  # the paper's claim, shown beside the verdict
+
+    @field_validator("better", "worse", mode="before")
+    @classmethod
+    def _ref(cls, v: Any) -> Any:
+        return _model_ref(v)
+
+    @model_validator(mode="after")
+    def _two_sides(self) -> Expect:
+        if self.better == self.worse:
+            raise ValueError("better and worse must differ")
+        return self
+
+    def text(self) -> str:
+        where = ", ".join(x for x in (
+            self.task or "", f"T={self.seq_len}" if self.seq_len else "",
+            f"eval at {self.eval_len}" if self.eval_len else "",
+            *(f"{k}={v}" for k, v in sorted(self.params.items()))) if x)
+        margin = f" by >= {self.margin:g}" if self.margin else ""
+        return (f"{self.better.text()} better than {self.worse.text()} on {self.metric}{margin}"
+                + (f" ({where})" if where else ""))
+
+
 # --- hyperparameter search (seqbench.config.search, seqbench.execution.search) ----------------
 MAX_SEARCH_CONFIGS = 1000  # configurations one search may name (grid x random samples)
 SEARCH_PATH = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$"
@@ -428,6 +489,8 @@ class Suite(Strict):
     # jobs at once on the local executor when --workers is not given. Keep 1 for timings that
     # cite; the quick suite uses 2 one-thread workers on 2 cores (recorded in its spec)
     workers: PositiveInt = 1
+    # orderings the results should show (reproductions); checked by ``seqbench check``
+    expect: list[Expect] = added([])
     search: SearchSpec | None = added(None)  # hyperparameter search (seqbench.config.search)
 
     @field_validator("seeds")
@@ -442,9 +505,14 @@ class Suite(Strict):
     @field_validator("models")
     @classmethod
     def _unique_models(cls, v: list[ModelSpec]) -> list[ModelSpec]:
-        names = [m.name for m in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"must not repeat a model name ({names})")
+        # one name may appear with different params (e.g. backbone shared and bare); the same
+        # name with the same params twice would run every job twice
+        seen: set[str] = set()
+        for m in v:
+            key = m.model_dump_json()
+            if key in seen:
+                raise ValueError(f"must not repeat a model with the same params ({m.name})")
+            seen.add(key)
         return v
 
     def dump(self) -> dict[str, Any]:

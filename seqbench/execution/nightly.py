@@ -11,12 +11,18 @@
    (``device_name`` of the rows: the GPU's name, or the CPU model), written to
    ``compare.md`` (rules in :mod:`seqbench.results.compare`).
 4. **report**: :func:`seqbench.results.report.write_report` into ``report/``.
-5. **history**: one line per night in ``HISTORY/index.jsonl`` and a table of every night in
+5. **reproductions**: every reproduction spec given (``seqbench nightly`` defaults to the shipped
+   CPU-scale ones, :data:`REPRODUCTIONS`) runs into ``reproductions/<suite>/`` of the night and
+   its expected orderings are checked (:mod:`seqbench.results.check`, written to
+   ``reproductions/<suite>/check.md``). A flipped (or unevaluable) ordering is printed in capitals
+   and fails the night (exit 1), like a regression.
+6. **history**: one line per night in ``HISTORY/index.jsonl`` and a table of every night in
    ``HISTORY/index.md`` (links to each report and comparison).
-6. optionally (``--asv``) the asv suite for the same commit and ``asv publish``.
+7. optionally (``--asv``) the asv suite for the same commit and ``asv publish``.
 
-Exit status: 0 published without regressions, 1 published with regressions (or the asv step
-failed), 2 bad input (spec, flags, or another nightly holding the history's lock), 3 red gate.
+Exit status: 0 published without regressions, 1 published with regressions (a speed, memory
+or metric change against the previous night, a flipped ordering of a reproduction, or a failed
+asv step), 2 bad input (spec, flags, or another nightly holding the history's lock), 3 red gate.
 
 Exact commands (from the checkout; seqbench must be pip-installed in the interpreter used)::
 
@@ -91,6 +97,9 @@ from seqbench.recording.schema import Row
 from seqbench.recording.store import dumps, write_text_atomic
 
 DEFAULT_SPEC = "nightly"
+# the CPU-scale reproductions of known results (docs/reproductions.md), run every night
+REPRODUCTIONS = ("adding-tcn-cpu", "copy-tcn-cpu", "digits-tcn-cpu", "selective-copy-cpu",
+                 "induction-cpu", "mqar-cpu", "chomsky-cpu", "vanishing-gradients-cpu")
 DEFAULT_HISTORY = Path("results") / "nightly"
 INDEX, INDEX_MD, LOCK = "index.jsonl", "index.md", ".lock"
 GATE_TIMEOUT_S = 3600.0
@@ -187,6 +196,14 @@ def _link(entry: dict[str, Any], key: str, text: str) -> str:
     return f"[{text}]({entry[key]})" if entry.get(key) else ""
 
 
+def _orderings(entry: dict[str, Any]) -> str:
+    """``12 held, 1 flipped`` over the night's reproductions ('' when none ran)."""
+    counts: Counter[str] = Counter()
+    for rep in (entry.get("reproductions") or {}).values():
+        counts.update(rep.get("counts") or {})
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
 def index_markdown(entries: Sequence[dict[str, Any]]) -> str:
     """Every night, newest first: gate, jobs, regressions, links to report and comparison."""
     import pandas as pd
@@ -205,6 +222,7 @@ def index_markdown(entries: Sequence[dict[str, Any]]) -> str:
             "jobs ok": f"{statuses.get('ok', 0)}/{sum(statuses.values())}" if statuses else "",
             "compared with": (e.get("baseline") or "-") if published else "",
             "regressions": str(e.get("regressions", "")) if published else "",
+            "orderings": _orderings(e) if published else "",
             "report": f"[report]({e['report']})" if e.get("report") else "",
             "compare": f"[compare]({e['compare']})" if e.get("compare") else "",
             "log": f"[gate]({e['gate_log']})" if e.get("gate_log") else "",
@@ -272,8 +290,10 @@ class Night:
 def nightly(suite: Suite, source: str, history: Path, *, executor: Any,
             gate: Sequence[str] | None = None, report: bool = True, asv: bool = False,
             compare_options: dict[str, float] | None = None, say: Say = print,
-            on_row: Callable[[Row], None] | None = None) -> Night:
-    """One night (see the module docstring). ``gate=None`` skips the test gate."""
+            on_row: Callable[[Row], None] | None = None,
+            reproductions: Sequence[tuple[Suite, str]] = ()) -> Night:
+    """One night (see the module docstring). ``gate=None`` skips the test gate;
+    ``reproductions``: (suite, source) pairs run and checked after the nightly suite."""
     with locked(history):
         started = dt.datetime.now(dt.timezone.utc)
         run_dir = new_run_dir(history, started)
@@ -289,7 +309,7 @@ def nightly(suite: Suite, source: str, history: Path, *, executor: Any,
         night = Night(EXIT_OK, entry, run_dir)
         try:
             _night(night, suite, source, history, executor, gate, report, asv,
-                   compare_options or {}, say, on_row)
+                   compare_options or {}, say, on_row, reproductions)
         except BaseException as exc:  # interrupted or crashed: the history says so
             entry.update(status="interrupted", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -318,10 +338,39 @@ def write_night_report(night: Night, results: Path, history: Path, device: str) 
         night.notes.append(f"report failed: {night.entry['report_error']}")
 
 
+def run_reproductions(night: Night, reproductions: Sequence[tuple[Suite, str]], history: Path,
+                      executor: Any, say: Say, on_row: Callable[[Row], None] | None) -> None:
+    """Each reproduction into ``reproductions/<suite>/``, its orderings checked; a flip (or an
+    ordering that could not be evaluated) fails the night."""
+    from seqbench.results import check as ck
+
+    summary: dict[str, Any] = {}
+    for suite, source in reproductions:
+        out = night.run_dir / "reproductions" / suite.name
+        say(f"reproduction: {suite.name} ({source}) -> {out}")
+        run_suite(suite, source, out, executor, on_row)
+        result = ck.check_dir(out)
+        write_text_atomic(out / "check.md", ck.to_markdown(result))
+        failing = [v for v in result.verdicts if v.failing]
+        summary[suite.name] = {"counts": result.counts(),
+                               "check": (out / "check.md").relative_to(history).as_posix(),
+                               "failing": [f"{v.expect.text()} at {v.task} T={v.seq_len} "
+                                           f"eval {v.eval_len}: {v.status}" for v in failing]
+                               + result.unmatched}
+        say(f"reproduction: {result.summary()}")
+        for text in summary[suite.name]["failing"]:
+            say(f"ORDERING NOT REPRODUCED ({suite.name}): {text}")
+        if result.failed():
+            night.exit_code = EXIT_REGRESSION
+    night.entry["reproductions"] = summary
+    night.entry["orderings_failing"] = sum(len(v["failing"]) for v in summary.values())
+
+
 def _night(night: Night, suite: Suite, source: str, history: Path, executor: Any,
            gate: Sequence[str] | None, report: bool, asv: bool,
            compare_options: dict[str, float], say: Say,
-           on_row: Callable[[Row], None] | None) -> None:
+           on_row: Callable[[Row], None] | None,
+           reproductions: Sequence[tuple[Suite, str]] = ()) -> None:
     from seqbench.results import compare as cmp
 
     entry, run_dir, rel = night.entry, night.run_dir, night.entry["run_dir"]
@@ -370,6 +419,8 @@ def _night(night: Night, suite: Suite, source: str, history: Path, executor: Any
 
     if report:
         write_night_report(night, results, history, device)
+    if reproductions:
+        run_reproductions(night, reproductions, history, executor, say, on_row)
     if asv:
         say("asv: " + " && ".join(" ".join(c) for c in asv_commands(sys.executable, "<sha>")))
         codes = run_asv(run_dir / "asv.log", entry["git_sha"] or "HEAD")

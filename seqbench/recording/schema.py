@@ -64,6 +64,10 @@ class Row(BaseModel):
     # --- model
     param_count: int | None = col('', 'trainable parameters')
     d_model: int | None = col('', 'backbone width after any param_budget sizing')
+    backbone: Literal["shared", "bare"] | None = col(
+        '', "the model's scaffolding: shared (embedding/projection, N x [norm, mixer, residual, "
+        "MLP], norm, head) or bare (embedding/projection, N x mixer, head); absent on rows "
+        "recorded before the setting existed, which are shared")
     kernel_path: str = col('', 'kernel that ran (cudnn, aten-cpu, sdpa-flash, ...)', required=True)
     kernel_path_source: Literal["observed", "inferred"] | None = col(
         '', "observed: kernel_path's kernels were seen in a profiler trace of one probe call "

@@ -23,7 +23,7 @@ prints the notes).
 Columns added to the stored fields:
 
 ``variant``  '' or what distinguishes this configuration from others of the same (kind, task,
-             model), e.g. ``d_model=128``
+             model), e.g. ``d_model=128``; ``bare`` first for a ``backbone: bare`` model
 ``label``    the model's display name from the registry, plus `` (variant)`` when there is one
 ``source``   the file the row was read from
 ``run``      the run the row belongs to: the results directory's name (a file's name without
@@ -291,17 +291,38 @@ def model_display(model: str) -> str:
     return display_name(model)
 
 
+def _backbones(df: pd.DataFrame) -> pd.Series:
+    """Each row's backbone: the row field, else the job's model params (rows recorded before
+    the field existed are ``shared``)."""
+    jobs = df["job"] if "job" in df else pd.Series(None, index=df.index, dtype=object)
+    recorded = df["backbone"] if "backbone" in df else pd.Series(None, index=df.index,
+                                                                 dtype=object)
+
+    def one(value: Any, job: Any) -> str:
+        if isinstance(value, str):
+            return value
+        model = job.get("model") if isinstance(job, dict) else None
+        params = model.get("params") if isinstance(model, dict) else None
+        found = params.get("backbone") if isinstance(params, dict) else None
+        return found if isinstance(found, str) else "shared"
+
+    return pd.Series([one(v, j) for v, j in zip(recorded, jobs, strict=True)], index=df.index,
+                     dtype=object)
+
+
 def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
     """Add ``variant`` and ``label`` columns, warning where configurations share a display key.
     A configuration found in several runs gets the run in its label: ``LSTM [run-b]``.
 
-    Configurations are compared within (kind, task, model) after dropping the sweep keys, so a
-    model swept over lengths is one variant, and the same model with another width is another.
+    Configurations are compared within (kind, task, model, backbone) after dropping the sweep
+    keys, so a model swept over lengths is one variant, and the same model with another width
+    is another; a ``backbone: bare`` model's variant starts with ``bare`` (``LSTM (bare)``).
     """
     notes = Notes() if notes is None else notes
     df = df.copy()
     df["variant"] = ""
-    for _, group in df.groupby(["kind", "task", "model"], sort=False):
+    bare = _backbones(df) == "bare"  # a bare model's variant starts with "bare": LSTM (bare)
+    for _, group in df.groupby(["kind", "task", "model", bare], sort=False):
         jobs = group["job"] if "job" in group else pd.Series(None, index=group.index)
         by_hash: dict[str, str] = {}  # one fingerprint per configuration, from its first row
         for config_hash, job in zip(group["config_hash"], jobs, strict=True):
@@ -315,11 +336,12 @@ def add_variants(df: pd.DataFrame, notes: Notes | None = None) -> pd.DataFrame:
             distinct = list(dict.fromkeys(fp))
             labels = _variant_labels([json.loads(d) for d in distinct])
             df.loc[group.index, "variant"] = fp.map(dict(zip(distinct, labels, strict=True)))
+    df.loc[bare, "variant"] = ["bare" + (f", {v}" if v else "") for v in df.loc[bare, "variant"]]
     key = ["kind", "task", "model", "seq_len", "context_len"]
-    shared = df.groupby(key, dropna=False, sort=False)["config_hash"].nunique()
-    for (kind, task, model, seq_len, context_len), _ in shared[shared > 1].items():
+    shared = df.groupby([*key, bare], dropna=False, sort=False)["config_hash"].nunique()
+    for (kind, task, model, seq_len, context_len, is_bare), _ in shared[shared > 1].items():
         rows = df[(df.kind == kind) & (df.task == task) & (df.model == model)
-                  & (df.seq_len == seq_len)]
+                  & (df.seq_len == seq_len) & (bare == is_bare)]
         variants = " | ".join(sorted(rows["variant"].unique()))
         where = f"kind={kind} task={task} model={model} seq_len={seq_len}"
         if not pd.isna(context_len):

@@ -347,6 +347,28 @@ def _method_caption(sub: pd.DataFrame) -> str:
     return f"mean ± 95% CI over {n_text} seeds (method per n: see the note above)"
 
 
+def expectation_blocks(sources: Sequence[str]) -> list[Any]:
+    """The expected orderings of each results directory whose spec states some
+    (:mod:`seqbench.results.check`): one table of verdicts per directory."""
+    from seqbench.errors import SeqbenchError
+    from seqbench.results import check as ck
+
+    blocks: list[Any] = []
+    for source in sources:
+        if not Path(source).is_dir():
+            continue
+        try:
+            if not ck.suite_of(Path(source)).expect:
+                continue
+            result = ck.check_dir(source)
+        except (SeqbenchError, ValueError) as exc:  # the rows still make a report
+            blocks.append(Paragraph(f"Expected orderings of {source} not checked: {exc}"))
+            continue
+        blocks += [Heading(f"Expected orderings: {result.suite}"),
+                   Table(ck.table(result), f"{result.summary()}. " + ck.RULE)]
+    return blocks
+
+
 def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
           sources: list[str] | None = None, formats: Sequence[str] = plots.FORMATS,
           n_boot: int = N_BOOT, seed: int = 0, title: str | None = None,
@@ -387,6 +409,7 @@ def build(df: pd.DataFrame, out: Path, *, suites: list[dict] | None = None,
                                 else "") + summary.attrs["note"]
                       + " Measurements are means over ok seeds."))
 
+    doc.add(*expectation_blocks(sources or []))
     doc.add(*scaling_blocks(df))
 
     images = _figures(df, out, formats, n_boot, seed) if figures else []

@@ -87,14 +87,14 @@ def autocast_name(amp: torch.dtype | None) -> str:
 
 def describe(row: Row, model: Backbone, task: Task | TaskInfo, device: torch.device,
              amp: torch.dtype | None) -> None:
-    """The fields every row of a built model has: its size, input, autocast, timing method,
-    whether it is compiled, where the task's data came from (given the task, not only its
-    info) and what its mixer reports about itself."""
+    """The fields every row of a built model has: its size and backbone shape, input,
+    autocast, timing method, whether it is compiled, where the task's data came from (given the
+    task, not only its info) and what its mixer reports about itself."""
     from seqbench.worker.models import count_params, sizing_fields
 
     info = task.info if isinstance(task, Task) else task
     row.update(param_count=count_params(model), d_model=model.cfg.d_model,
-               input_len=info.input_len, autocast=autocast_name(amp),
+               backbone=model.cfg.backbone, input_len=info.input_len, autocast=autocast_name(amp),
                timing_method=timing_method(device), compiled=is_compiled(model),
                **model.row_fields(), **sizing_fields(model, info.input_len))
     source = task.data_source if isinstance(task, Task) else None

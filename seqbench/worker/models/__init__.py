@@ -40,6 +40,8 @@ BUDGET_PARAMS = frozenset({*BUDGET_KINDS, TOLERANCE_KEY})
 DEFAULT_TOLERANCE = 0.05  # what a row calls matched when the spec names no tolerance
 MAX_D_MODEL = 1 << 16
 MAX_WIDER = 64  # widths above the first fit tried when the MLP width is adjusted
+# backbone settings a bare model has nothing to apply to (it has no norms, MLPs or residuals)
+NOT_BARE = ("mlp_ratio", "norm", "dropout")
 
 
 def mixer_class(name: str) -> type[Mixer]:
@@ -93,7 +95,8 @@ def _budget(params: dict[str, Any], where: str) -> Budget | None:
 def split_params(name: str, params: dict[str, Any],
                  where: str | None = None) -> tuple[BackboneConfig, Any, Budget | None]:
     """Split a model spec's flat params into backbone config, mixer config and budget, each
-    checked strictly (:mod:`seqbench.config.params`). ``where`` names the params in errors."""
+    checked strictly (:mod:`seqbench.config.params`). ``where`` names the params in errors.
+    A ``backbone: bare`` model that sets one of :data:`NOT_BARE` is refused."""
     where = where or f"models.{name}.params"
     cls = mixer_class(name)
     params = dict(params)
@@ -106,6 +109,12 @@ def split_params(name: str, params: dict[str, Any],
         raise SpecError(f"{where}.{unknown[0]}", unknown[0],
                         f"unknown parameter of {name}; allowed: {', '.join(allowed)}")
     bb_cfg = check_dataclass(BackboneConfig, backbone, where)
+    if bb_cfg.backbone == "bare":
+        for key in NOT_BARE:
+            if key in backbone:
+                raise SpecError(f"{where}.{key}", backbone[key],
+                                "not with backbone: bare (no norms, MLPs or residual dropout); "
+                                "remove it, or use backbone: shared")
     mixer_cfg = check_dataclass(cls.Config, params, where)
     return bb_cfg, mixer_cfg, budget
 
@@ -273,7 +282,9 @@ def fit_budget(cls: type[Mixer], mixer_cfg: Any, bb_cfg: BackboneConfig, io: IOS
     Raises SpecError when even the smallest width exceeds the budget.
     """
     measure = _Measure(cls, mixer_cfg, bb_cfg, io, budget.key, input_len, element_bytes)
-    step, ratio, target = cls.d_model_multiple(mixer_cfg), bb_cfg.mlp_ratio, budget.target
+    bare = bb_cfg.backbone == "bare"  # no MLP to adjust: the width alone meets the budget
+    step, target = cls.d_model_multiple(mixer_cfg), budget.target
+    ratio = 0.0 if bare else bb_cfg.mlp_ratio
 
     def nominal(d: int) -> int:
         return round(ratio * d)
@@ -328,7 +339,8 @@ def _why_not(sizing: Sizing, step: int, ratio: float) -> Sizing:
         reason = (f"{got}: d_model comes in steps of {step} here; set {TOLERANCE_KEY} to "
                   "adjust the MLP width too")
     elif ratio == 0:
-        reason = f"{got}: d_model comes in steps of {step} here and the MLP is off (mlp_ratio 0)"
+        reason = (f"{got}: d_model comes in steps of {step} here and the model has no MLP "
+                  "(mlp_ratio 0, or backbone: bare)")
     else:
         reason = (f"{got}: no d_model (steps of {step}) with an MLP width lands within "
                   f"{budget.tolerance:g} of the budget")

@@ -1,13 +1,20 @@
-"""The mixer contract and the one backbone every architecture shares.
+"""The mixer contract and the backbone that wraps every architecture alike.
 
 A *mixer* maps ``(B, L, D) -> (B, L, D)`` and is the only thing that differs between
-architectures. The :class:`Backbone` wraps any mixer the same way::
+architectures. The :class:`Backbone` wraps any mixer the same way, in one of two shapes
+(``backbone`` in the model params)::
 
-    tokens -> embedding  |  channels -> linear projection        (B, L, D)
-    N x [norm -> mixer -> residual (-> norm -> MLP -> residual)]  (B, L, D)
-    norm -> head (per position, or pooled: last or mean position)
+    shared (default)                                              bare
+    tokens -> embedding | channels -> linear projection (B, L, D)  the same
+    N x [norm -> mixer -> residual (-> norm -> MLP -> residual)]  N x mixer, stacked directly
+    norm -> head (per position, or pooled: last or mean position) head (same pooling)
 
-so parameter counts, norms and heads are identical across RNNs, attention and SSMs.
+``shared`` makes parameter counts, norms and heads identical across RNNs, attention and SSMs.
+``bare`` is the classic baseline shape of the papers (e.g. the ``nn.LSTM`` + linear head of
+Bai, Kolter & Koltun 2018): no norms, no MLPs, no residuals and no residual dropout around the
+mixer, only what the mixer itself holds (a TCN keeps its own residual temporal blocks; a mixer's
+own ``layers`` stay one fused call). Setting ``mlp_ratio``, ``norm`` or ``dropout`` on a bare
+model is refused (:func:`seqbench.worker.models.split_params`).
 Optional streaming interface on a mixer: ``init_state(batch, device, dtype)``,
 ``step(x_t, state) -> (y_t, state)`` with ``x_t`` of shape ``(B, D)``, ``prefill(x)`` (a whole
 prompt at once, returning the state after it) and ``state_size(L)``.
@@ -115,6 +122,7 @@ class BackboneConfig:
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     dropout: float = 0.0  # residual dropout (attention dropout is the mixer's own setting)
     pooling: Literal["last", "mean"] = "last"  # pooled heads: last position suits causal mixers
+    backbone: Literal["shared", "bare"] = "shared"  # bare: no norms, MLPs or residuals
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_layers < 1:
@@ -123,6 +131,8 @@ class BackboneConfig:
             raise ValueError("mlp_ratio must be >= 0 and dropout in [0, 1)")
         if self.norm not in ("layernorm", "rmsnorm") or self.pooling not in ("last", "mean"):
             raise ValueError("norm must be layernorm|rmsnorm and pooling last|mean")
+        if self.backbone not in ("shared", "bare"):
+            raise ValueError("backbone must be shared or bare")
 
 
 BACKBONE_KEYS = frozenset(f.name for f in dataclasses.fields(BackboneConfig))
@@ -184,8 +194,29 @@ class Block(nn.Module):
         return 2.0 * tokens * 2 * first.in_features * first.out_features
 
 
+class BareLayer(nn.Module):
+    """The mixer alone, as a layer of the ``bare`` backbone: nothing before or after it."""
+
+    def __init__(self, mixer: Mixer) -> None:
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        return self.mixer(x)
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:  # (B, D)
+        return self.mixer.step(x_t, state)
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:  # (B, L, D)
+        return self.mixer.prefill(x)
+
+    def mlp_flops(self, tokens: int) -> float:
+        return 0.0
+
+
 class Backbone(nn.Module):
-    """Embedding/projection -> N mixer blocks -> norm -> head, shared by every architecture."""
+    """Embedding/projection -> N mixer layers -> head: ``shared`` (each layer a pre-norm
+    :class:`Block`, a final norm) or ``bare`` (each layer the mixer alone, no final norm)."""
 
     def __init__(self, mixer_cls: type[Mixer], mixer_cfg: Any, cfg: BackboneConfig, io: IOSpec):
         super().__init__()
@@ -198,10 +229,12 @@ class Backbone(nn.Module):
             self.embed: nn.Module = nn.Embedding(io.input_dim, d)
         else:
             self.embed = nn.Linear(io.input_dim, d)
-        self.blocks = nn.ModuleList(Block(mixer_cls(d, mixer_cfg), cfg)
-                                    for _ in range(cfg.n_layers))
+        bare = cfg.backbone == "bare"
+        self.blocks = nn.ModuleList(
+            BareLayer(mixer_cls(d, mixer_cfg)) if bare else Block(mixer_cls(d, mixer_cfg), cfg)
+            for _ in range(cfg.n_layers))
         self.mixers: list[Mixer] = [block.mixer for block in self.blocks]
-        self.norm_f = _norm(cfg.norm, d)
+        self.norm_f: nn.Module = nn.Identity() if bare else _norm(cfg.norm, d)
         self.head = nn.Linear(d, io.output_dim)
 
     @property
@@ -251,7 +284,8 @@ class Backbone(nn.Module):
 
     def forward_flops(self, batch: int, seq_len: int) -> float:
         """Matmul FLOPs of one forward pass over ``(batch, seq_len)``: the input projection (an
-        embedding lookup costs none), each mixer's own formula, the MLPs, and the head (every
+        embedding lookup costs none), each mixer's own formula, the MLPs (none when bare), and
+        the head (every
         position, or one pooled position). Raises NotImplementedError when a mixer has none."""
         tokens = batch * seq_len
         d = self.cfg.d_model
