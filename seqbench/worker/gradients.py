@@ -26,9 +26,10 @@ the distances ``d >= 1`` with a finite, positive norm (a linear recurrence ``h_t
 x_t`` read at the last position gives ``ln |a|`` exactly), and ``horizon``, the smallest distance
 at which the norm falls below ``fraction x norm(0)`` (null if it never does within the
 sequence). ``norm(0)`` includes the residual path from a position to its own output, which
-the shared backbone has (``backbone: bare`` has none) and which no earlier position has, so a horizon measures the decay relative
-to that direct path, while the decay rate leaves distance 0 out of its fit: only gradients that
-went through the mixer enter it (with distance 0 in the fit, the jump from the direct path alone
+the shared backbone has (``backbone: bare`` has none) and which no earlier position has, so a
+horizon measures the decay relative to that direct path, while the decay rate leaves distance 0
+out of its fit: only gradients that went through the mixer enter it (with distance 0 in the
+fit, the jump from the direct path alone
 tilts the slope of a flat profile by ``-6 ln(norm(0)/norm(1)) / (L (L + 1))``, -0.025 per step
 for a tenfold jump at ``L = 23``). A profile with one distance has no decay rate.
 
