@@ -2,12 +2,17 @@
 
 import math
 
+import pytest
+
 from seqbench.config import expand, parse_suite
 from seqbench.worker.job import run_job
 
 
+@pytest.mark.slow  # 23-30 s; the default run keeps smaller learning tests (test_ssm,
+# test_recall_tasks, test_chomsky_tasks, test_mixers, test_datasets), and the CPU
+# reproductions (tasks/*-cpu.yaml) learn these tasks at full size every night
 def test_gru_learns_the_adding_problem_well_below_the_constant_baseline():
-    # FACTS.md: a GRU learns adding T=50 in about 500 steps on 2 cores (Adam 3e-3, batch 64)
+    # a GRU learns adding T=50 in about 500 steps on 2 cores (Adam 3e-3, batch 64)
     suite = parse_suite({
         "name": "learn",
         "models": [{"name": "gru", "params": {"d_model": 64, "mlp_ratio": 0}}],

@@ -11,6 +11,15 @@ from seqbench.worker.models import MODELS, build_model, count_params
 CORE = ["rnn", "lstm", "gru", "transformer"]
 ALL = MODELS.names()
 BACKBONES = ["shared", "bare"]
+# the bare backbone of every other model is checked in the slow run (-m slow): bare changes
+# only the scaffolding around the mixer, which these models exercise in the default run
+BARE_DEFAULT = {*CORE, "tcn", "s4d", "mamba"}
+
+
+def with_backbones(names, backbones=BACKBONES):
+    """(name, backbone) cases; the bare ones outside BARE_DEFAULT marked slow."""
+    return [pytest.param(n, b, marks=() if b == "shared" or n in BARE_DEFAULT
+                         else pytest.mark.slow) for n in names for b in backbones]
 
 
 def tiny(name, task="copy", T=6, **params):
@@ -24,9 +33,8 @@ def tiny(name, task="copy", T=6, **params):
     return task, build_model(name, {"d_model": d_model, "n_layers": 2, **params}, task.info.io)
 
 
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize(("task_name", "backbone"),
-                         [("copy", "shared"), ("adding", "shared"), ("adding", "bare")])
+@pytest.mark.parametrize(("name", "backbone"), with_backbones(ALL))
+@pytest.mark.parametrize("task_name", ["copy", "adding"])
 def test_forward_backward_at_tiny_size(name, task_name, backbone):
     task, model = tiny(name, task_name, backbone=backbone)
     if model.mixers[0].unavailable_reason(model.mixers[0].config, torch.device("cpu")):
@@ -41,8 +49,7 @@ def test_forward_backward_at_tiny_size(name, task_name, backbone):
     assert model.kernel_path not in ("", "unknown")
 
 
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize(("name", "backbone"), with_backbones(ALL))
 def test_causal_models_do_not_see_the_future(name, backbone):
     task, model = tiny(name, "copy", T=10, backbone=backbone)
     model.eval()
@@ -56,8 +63,8 @@ def test_causal_models_do_not_see_the_future(name, backbone):
     assert not torch.allclose(a[:, t:], b[:, t:], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if MODELS[n].load().supports_step])
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize(("name", "backbone"),
+                         with_backbones([n for n in ALL if MODELS[n].load().supports_step]))
 def test_streaming_steps_match_the_full_sequence(name, backbone):
     task, model = tiny(name, "copy", T=8, backbone=backbone)
     model.eval()

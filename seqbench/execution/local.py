@@ -444,6 +444,10 @@ class LocalExecutor:
                 state, error, sig = classify_exit(job, status, timed_out, peak_rss, host_oom,
                                                   _tail(err_path))
                 row = failed_row(job, context, state, error, wall, sig)
+        if peak_rss is not None and baseline is not None and baseline > peak_rss:
+            # the two readings come from different counters (the child's own high-water mark
+            # after its imports, the kernel's at exit); a peak is never below a measured RSS
+            peak_rss = baseline
         row.update(worker_start=start, peak_rss_bytes=peak_rss)
         if row.mem_method == CPU_MEM_METHOD:
             row.update(baseline_rss_bytes=baseline, peak_mem_bytes=max(0, peak_rss - baseline))
