@@ -1,5 +1,5 @@
-"""The measurement rules of DESIGN.md, with fakes: CUDA calls (monkeypatched on a CPU build)
-happen in the right order around the measured region only, warm-up never enters the
+"""The measurement rules of seqbench.worker.measure, with fakes: CUDA calls (monkeypatched on a
+CPU build) happen in the right order around the measured region only, warm-up never enters the
 statistics, repeats adapt, and the units are seconds and bytes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact task layouts, baselines and seeding of the synthetic tasks (DESIGN.md specs)."""
+"""Exact task layouts, baselines and seeding of the synthetic tasks."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Measuring honestly: timed regions, adaptive repeats, peak memory.
 
-Rules (DESIGN.md, "Measuring honestly"):
+Rules (docs/architecture.md describes where they apply):
 - warm up before timing, and keep the first call's time apart instead of hiding it;
 - time many repeats; report the median and 20th/80th percentiles; stop once IQR/median is
   below a tolerance or the time budget runs out;

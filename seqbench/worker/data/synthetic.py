@@ -1,5 +1,5 @@
 """Synthetic long-range tasks of the TCN study (Bai et al. 2018, "An Empirical Evaluation of
-Generic Convolutional and Recurrent Networks for Sequence Modeling"), exactly as in DESIGN.md.
+Generic Convolutional and Recurrent Networks for Sequence Modeling"), exactly as specified below.
 """
 
 from __future__ import annotations
