@@ -233,7 +233,7 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     into ``out`` (default: ``<results_dir>/figures``); returns the files written."""
     from seqbench.results.load import load
     from seqbench.results.plots import save, style
-    from seqbench.results.writers import Table, md_table
+    from seqbench.results.writers import write_table
 
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir / "figures"
@@ -242,10 +242,7 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
         written = save(edge_pareto(edge, load(results_dir, warn=False)), out / "edge-pareto",
                        ("png", "pdf"))
     table = edge_table(edge)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "edge.csv", index=False)
-    (out / "edge.md").write_text(md_table(Table(table_text(table))))
-    return [*written, out / "edge.csv", out / "edge.md"]
+    return [*written, *write_table(table, table_text(table), out, "edge")]
 
 
 REPORT_NOTE = (

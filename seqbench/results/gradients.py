@@ -223,7 +223,7 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     folder, into ``out`` (default: ``<results_dir>/figures``); returns the files written."""
     from seqbench.results.load import load, load_grad_profiles
     from seqbench.results.plots import save, style
-    from seqbench.results.writers import Table, md_table
+    from seqbench.results.writers import write_table
 
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir / "figures"
@@ -233,10 +233,7 @@ def write(results_dir: str | Path, out: str | Path | None = None) -> list[Path]:
         for (task, seq_len), fig in gradient_figures(profiles, rows).items():
             written += save(fig, out / f"gradients-{task}-{seq_len}", ("png", "pdf"))
     table = gradient_table(profiles)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "gradients.csv", index=False)
-    (out / "gradients.md").write_text(md_table(Table(table_text(table))))
-    return [*written, out / "gradients.csv", out / "gradients.md"]
+    return [*written, *write_table(table, table_text(table), out, "gradients")]
 
 
 REPORT_NOTE = (

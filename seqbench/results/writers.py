@@ -148,6 +148,15 @@ def md_table(table: Table) -> str:
     return "\n".join([head, align, *body]) + "\n" + caption
 
 
+def write_table(table: pd.DataFrame, shown: pd.DataFrame, out: Path, name: str) -> list[Path]:
+    """``table`` unrounded as ``out/<name>.csv`` and ``shown`` (its text cells) as
+    ``out/<name>.md``; the two paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{name}.csv", index=False)
+    (out / f"{name}.md").write_text(md_table(Table(shown)), encoding="utf-8")
+    return [out / f"{name}.csv", out / f"{name}.md"]
+
+
 def to_markdown(doc: Document) -> str:
     out = [f"# {md_escape(doc.title)}\n"]
     for block in doc.blocks:
